@@ -1,0 +1,26 @@
+"""Errors the CLI reports as one line and exit code 2 (bad input), never as a traceback."""
+
+from __future__ import annotations
+
+
+class BenchError(Exception):
+    """Base class of every error `bench` reports to the user as a single line."""
+
+    exit_code = 2
+
+
+class InputError(BenchError):
+    """Bad input data: a corrupt image, a mask of the wrong size or values, a broken file."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class ConfigError(BenchError):
+    """A bad command-line value, method spec, dataset file or plugin parameter."""
+
+
+class UnknownNameError(ConfigError):
+    """A name that no registry knows; the message lists close matches and the choices."""

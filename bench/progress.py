@@ -1,0 +1,17 @@
+"""Progress bars (tqdm) that go quiet when disabled or when output is not a terminal in CI."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+
+def progress(total: int | None = None, desc: str = "", enabled: bool = True, **kw: Any) -> Any:
+    """A tqdm bar on stderr; disabled by ``enabled=False`` or ``BENCH_PROGRESS=0``."""
+    from tqdm.auto import tqdm
+
+    if os.environ.get("BENCH_PROGRESS", "1") == "0":
+        enabled = False
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr,
+                dynamic_ncols=True, **kw)
