@@ -40,7 +40,8 @@ iff ``soft >= t`` compared exactly, i.e. as ``soft.astype(np.float64) >= t``. (B
 a float32 map compared with a Python float compares in float32, which differs at the boundaries.)
 :class:`SweepAccumulator` keeps per-image areas for every threshold, the threshold is chosen on a
 validation split (:meth:`SweepAccumulator.best_threshold`) and applied to the test split
-(:func:`apply_threshold`), which records the threshold it used.
+(:func:`apply_threshold`), which records the threshold it used. :func:`binarize` makes a mask at
+a chosen threshold with the same exact comparison.
 
 Uncertainty: :func:`bootstrap_ci` resamples images with replacement and recomputes the summed
 metric of each resample; :func:`paired_bootstrap` does the same for the difference between two
@@ -68,6 +69,7 @@ __all__ = [
     "SweepAccumulator",
     "SweepResult",
     "apply_threshold",
+    "binarize",
     "bootstrap_ci",
     "distractor_mass",
     "image_areas",
@@ -383,14 +385,38 @@ def metrics_from_areas(total: np.ndarray) -> dict[str, float]:
 # --------------------------------------------------------------------------- threshold sweep
 
 
-def _threshold_keys(thresholds: np.ndarray, key_dtype: type, shift: int, float_dtype: np.dtype):
-    """Sort key of the smallest value ``x`` of ``float_dtype`` with ``x >= t``, per threshold."""
-    t = np.where(thresholds <= 0, 0.0, np.minimum(thresholds, 2.0))  # x is in [0, 1]
+def _ceil_to(thresholds: np.ndarray, float_dtype: np.dtype) -> np.ndarray:
+    """Per threshold ``t`` (clipped to [0, 2]), the smallest ``x`` of ``float_dtype`` with x >= t.
+
+    For a map ``m`` of that dtype with values in [0, 1], ``m >= t`` in exact arithmetic is then
+    ``m >= x`` in the map's own dtype.
+    """
+    t = np.where(thresholds <= 0, 0.0, np.minimum(thresholds, 2.0))  # also turns -0.0 into 0.0
     x = t.astype(float_dtype)  # round to nearest; step up where that went below t
     below = x.astype(np.float64) < t
     x[below] = np.nextafter(x[below], float_dtype.type(np.inf))
-    keys = x.view(key_dtype)
+    return x
+
+
+def _threshold_keys(
+    thresholds: np.ndarray, key_dtype: type, shift: int, float_dtype: np.dtype
+) -> np.ndarray:
+    """Sort key (see :func:`sweep_areas`) of the smallest map value at or above each threshold."""
+    keys = _ceil_to(thresholds, float_dtype).view(key_dtype)
     return np.minimum(keys, key_dtype((1 << shift) - 1))  # t >= 2 selects nothing
+
+
+def binarize(soft: np.ndarray, threshold: float) -> np.ndarray:
+    """uint8 mask, 1 where ``soft >= threshold`` compared exactly, as :func:`sweep_areas` does.
+
+    Use this (not ``soft >= threshold`` on a float32 map, which NumPy 2 compares in float32) to
+    binarise at a threshold chosen by a sweep, so the mask scores what the sweep reported.
+    """
+    x = _as_soft(soft)
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold}")
+    cut = _ceil_to(np.array([float(threshold)]), x.dtype)[0]
+    return (x >= cut).view(np.uint8)
 
 
 def sweep_areas(
