@@ -220,9 +220,20 @@ def image_areas(
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     pred_a, label_a = _as_pred(pred), _as_label(label)
     _check_shapes(pred_a, label_a, "pred", "label")
-    _check_label_values(label_a, num_classes, ignore_index)
     if pred_a.size == 0:
+        _check_label_values(label_a, num_classes, ignore_index)
         return np.zeros((4, num_classes), dtype=np.int64)
+    if (
+        num_classes == 2
+        and ignore_index == 255
+        and label_a.dtype == np.uint8
+        and pred_a.dtype in (np.uint8, np.bool_)
+    ):
+        shifted = label_a + np.uint8(1)  # 255 wraps: 0 ignore, 1 background, 2 smoke
+        pred_u8 = pred_a.view(np.uint8)
+        if shifted.max() <= 2 and (pred_a.dtype == np.bool_ or pred_u8.max() <= 1):
+            return _binary_areas_u8(pred_u8, shifted)
+    _check_label_values(label_a, num_classes, ignore_index)
     if num_classes == 2:
         pred_b = _binary_view(pred_a)
         if pred_b is not None:
@@ -241,6 +252,27 @@ def _binary_view(pred: np.ndarray) -> np.ndarray | None:
     return pred != 0
 
 
+def _binary_areas_u8(pred: np.ndarray, shifted: np.ndarray) -> np.ndarray:
+    """Fastest path: uint8 pred in {0, 1} and ``shifted = label + 1`` in {0, 1, 2}.
+
+    Four byte-wise counts: valid pixels (``shifted != 0``), smoke labels (``shifted & 2``),
+    valid smoke predictions (``pred * shifted != 0``) and hits (``pred * shifted & 2``).
+    """
+    n_valid = np.count_nonzero(shifted)
+    hits = np.multiply(pred, shifted, dtype=np.uint8)
+    p1 = np.count_nonzero(hits)
+    l1 = np.count_nonzero(np.bitwise_and(shifted, np.uint8(2), out=shifted))
+    i1 = np.count_nonzero(np.bitwise_and(hits, np.uint8(2), out=hits))
+    return _binary_table(n_valid, l1, p1, i1)
+
+
+def _binary_table(n_valid: int, l1: int, p1: int, i1: int) -> np.ndarray:
+    """Areas (4, 2) from valid pixels, smoke labels, smoke predictions and smoke hits."""
+    l0, p0 = n_valid - l1, n_valid - p1
+    i0 = n_valid - (p1 + l1 - i1)  # valid pixels outside pred-smoke union label-smoke
+    return np.array([[i0, i1], [p0 + l0 - i0, p1 + l1 - i1], [p0, p1], [l0, l1]], dtype=np.int64)
+
+
 def _binary_areas(pred1: np.ndarray, label: np.ndarray, ignore_index: int) -> np.ndarray:
     """Fast path for two classes: four boolean counts, the rest by inclusion-exclusion."""
     valid = label != ignore_index
@@ -249,9 +281,7 @@ def _binary_areas(pred1: np.ndarray, label: np.ndarray, ignore_index: int) -> np
     l1 = np.count_nonzero(lab1)
     p1 = np.count_nonzero(np.logical_and(pred1, valid, out=valid))
     i1 = np.count_nonzero(np.logical_and(pred1, lab1, out=lab1))
-    l0, p0 = n_valid - l1, n_valid - p1
-    i0 = n_valid - (p1 + l1 - i1)  # valid pixels outside pred-smoke union label-smoke
-    return np.array([[i0, i1], [p0 + l0 - i0, p1 + l1 - i1], [p0, p1], [l0, l1]], dtype=np.int64)
+    return _binary_table(n_valid, l1, p1, i1)
 
 
 def _histogram_areas(
