@@ -88,12 +88,13 @@ AREA_ROWS = ("area_intersect", "area_union", "area_pred", "area_label")
 METRICS = ("mIoU", "IoU_background", "IoU_smoke", "precision", "recall", "F1", "accuracy")
 """Keys of :func:`metrics_from_areas` for the binary task, in table order."""
 
-DEFAULT_THRESHOLDS: np.ndarray = np.round(np.arange(0.0, 1.0001, 0.02), 2)
-"""The 51 sweep thresholds 0.00, 0.02, ..., 1.00 (float64).
+DEFAULT_THRESHOLDS: np.ndarray = np.round(np.arange(0.02, 1.0001, 0.02), 2)
+"""The 50 sweep thresholds 0.02, 0.04, ..., 1.00 (float64).
 
-``np.round`` makes each the float64 nearest to its two-decimal value, so a record shows ``0.3``
-rather than ``0.30000000000000004``. 0.00 predicts smoke everywhere (a useful floor), 1.00 only
-where the CAM saturates. Read-only.
+0 is left out: at ``t = 0`` every map, even an all-zero one, predicts smoke everywhere, so that
+score describes the data set, not the method (it is the all-smoke baseline, which ships as its own
+plugin). ``np.round`` makes each the float64 nearest to its two-decimal value, so a record shows
+``0.3`` rather than ``0.30000000000000004``. Read-only.
 """
 DEFAULT_THRESHOLDS.flags.writeable = False
 

@@ -275,22 +275,23 @@ def test_thresholds_checked() -> None:
 
 
 def test_default_thresholds() -> None:
-    assert DEFAULT_THRESHOLDS.shape == (51,)
-    assert DEFAULT_THRESHOLDS[0] == 0.0 and DEFAULT_THRESHOLDS[-1] == 1.0
-    assert DEFAULT_THRESHOLDS[15] == 0.3  # the float nearest 0.3, not 0.30000000000000004
+    assert DEFAULT_THRESHOLDS.shape == (50,)
+    assert DEFAULT_THRESHOLDS[0] == 0.02 and DEFAULT_THRESHOLDS[-1] == 1.0
+    assert DEFAULT_THRESHOLDS[14] == 0.3  # the float nearest 0.3, not 0.30000000000000004
+    np.testing.assert_allclose(np.diff(DEFAULT_THRESHOLDS), 0.02)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_sweep_matches_naive_loop_exactly(dtype) -> None:
     rng = np.random.default_rng(11)
-    thresholds = np.concatenate([[-0.5], DEFAULT_THRESHOLDS, [1.5, 3.0]])
+    thresholds = np.concatenate([[-0.5, 0.0], DEFAULT_THRESHOLDS, [1.5, 3.0]])
     irregular = np.sort(rng.choice(rng.random(200), 17, replace=False))
     for k in range(12):
         label = random_case(rng, tuple(rng.integers(1, 48, size=2)))
         soft = rng.random(label.shape).astype(dtype)
         flat = soft.reshape(-1)
         # values sitting exactly on, just below and just above thresholds, plus 0, -0.0 and 1
-        on = DEFAULT_THRESHOLDS[rng.integers(0, 51, flat.size // 3)].astype(dtype)
+        on = DEFAULT_THRESHOLDS[rng.integers(0, 50, flat.size // 3)].astype(dtype)
         flat[: on.size] = on
         flat[on.size : 2 * on.size] = np.nextafter(on, dtype(0))
         flat[-4:] = np.array([0.0, -0.0, 1.0, 1.0], dtype)[: min(4, flat.size)]
@@ -370,7 +371,7 @@ def test_threshold_chosen_on_val_and_applied_to_test() -> None:
     # per-image test areas at the chosen threshold, ready for the bootstrap
     assert result.areas.shape == (3, 4, 2)
     np.testing.assert_array_equal(result.areas, test.areas_at(0.6))
-    np.testing.assert_array_equal(result.areas.sum(axis=0), test.total[30])
+    np.testing.assert_array_equal(result.areas.sum(axis=0), test.total[29])
     np.testing.assert_array_equal(result.areas[:, 2, 1], 0)  # nothing predicted smoke
 
 
@@ -397,13 +398,16 @@ def test_sweep_accumulator_shapes_and_curve() -> None:
     for i in range(3):
         label = random_case(rng, (10, 12))
         acc.add(rng.random(label.shape).astype(np.float32), label, str(i))
-    assert acc.areas.shape == (3, 51, 4, 2) and acc.total.shape == (51, 4, 2)
+    assert acc.areas.shape == (3, 50, 4, 2) and acc.total.shape == (50, 4, 2)
     curve = acc.curve("F1")
-    assert curve.shape == (51,)
-    assert curve[20] == pytest.approx(metrics_from_areas(acc.total[20])["F1"])
+    assert curve.shape == (50,)
+    assert curve[19] == pytest.approx(metrics_from_areas(acc.total[19])["F1"])
     np.testing.assert_array_equal(metric_curve(acc.total, "recall"), acc.curve("recall"))
-    assert acc.curve("recall")[0] == 1.0  # t = 0 predicts everything smoke
-    assert acc.metrics_at(0.4) == metrics_from_areas(acc.total[20])
+    assert (np.diff(acc.curve("recall")) <= 0).all()  # raising t never finds more smoke
+    at_zero = SweepAccumulator(thresholds=[0.0, 0.5])
+    at_zero.add(np.zeros((3, 3), np.float32), np.eye(3, dtype=np.uint8))
+    assert at_zero.curve("recall")[0] == 1.0  # t = 0 calls even an all-zero map all smoke
+    assert acc.metrics_at(0.4) == metrics_from_areas(acc.total[19])
 
 
 # --------------------------------------------------------------------------- bootstrap
