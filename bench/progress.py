@@ -13,5 +13,6 @@ def progress(total: int | None = None, desc: str = "", enabled: bool = True, **k
 
     if os.environ.get("BENCH_PROGRESS", "1") == "0":
         enabled = False
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr,
+    # disable=None: tqdm hides the bar when stderr is not a terminal (CI logs stay readable)
+    return tqdm(total=total, desc=desc, disable=True if not enabled else None, leave=False, file=sys.stderr,
                 dynamic_ncols=True, **kw)

@@ -34,7 +34,7 @@ class RunContext:
     """What a plugin may know about the run it is part of.
 
     Attributes:
-        device: ``"cpu"`` or ``"cuda"`` (already resolved from ``--device auto``).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` as asked for; `torch_device` resolves it.
         profile: ``"quick"`` (minutes on a laptop CPU) or ``"full"`` (the paper's settings).
         seed: the run's seed; plugins derive every random stream from it.
         workdir: a private folder for this stage's artifacts (checkpoints, logs).
@@ -49,6 +49,14 @@ class RunContext:
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def torch_device(self) -> Any:
+        """The ``torch.device`` to run on (``auto``: CUDA when available)."""
+        import torch
+
+        from bench.runner import resolve_device
+
+        return torch.device(resolve_device(self.device))
+
 
 class Plugin:
     """Base of every plugin: holds validated parameters and the run context.
@@ -62,6 +70,8 @@ class Plugin:
     trainable: ClassVar[bool] = False
     #: A pipeline that shows this plugin off, run when the plugin is selected by a wildcard.
     demo: ClassVar[str] = ""
+    #: How the plugin is named in ablation tables ("Multi scale", "CRF"); default: its name.
+    label: ClassVar[str] = ""
     profiles: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @dataclass

@@ -1,0 +1,277 @@
+"""The ``bench`` command line: ``list``, ``run``, ``table`` and ``compare``.
+
+Starting it is cheap: plugins are discovered by reading their files, not importing them, so
+``bench --help`` and ``bench list`` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.errors import BenchError, ConfigError
+
+DEFAULT_METHODS = "*"
+DEFAULT_DATASETS = "synthetic"
+
+
+def _registries(include: Sequence[str]) -> None:
+    from bench.data import discover_datasets
+    from bench.plugins import discover
+
+    discover(include)
+    discover_datasets(include)
+
+
+def _data_roots(items: Sequence[str]) -> dict[str, str]:
+    roots = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--data-root expects NAME=PATH, got '{item}'")
+        roots[name] = path
+    return roots
+
+
+def _method_listing() -> str:
+    from bench.plugins import METHODS
+
+    lines = []
+    for e in METHODS.entries():
+        kind = e.meta.get("kind", "?")
+        lines.append(f"  {e.name:<24} {kind:<9} {e.summary}")
+    return "\n".join(lines)
+
+
+def _dataset_listing() -> str:
+    from bench.data import DATASETS
+
+    return "\n".join(f"  {e.name:<24} {e.obj.loader if e.obj else '':<13} {e.summary}"
+                     for e in DATASETS.entries())
+
+
+def build_parser(include: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The argument parser; method and data set choices come from the registries."""
+    try:
+        _registries(include)
+        methods_help = _method_listing()
+        datasets_help = _dataset_listing()
+    except BenchError as exc:  # a broken plugin folder must not break --help
+        methods_help = datasets_help = f"  (cannot list: {exc})"
+    from bench.metrics_names import SPLITS
+
+    parser = argparse.ArgumentParser(
+        prog="bench", description="Benchmark weakly supervised smoke segmentation methods.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'bench COMMAND --help' for the options of a command.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--include", action="append", default=[], metavar="DIR",
+                        help="extra folder of method files (*.py) and dataset files (*.toml); "
+                             "repeatable; also $BENCH_INCLUDE")
+
+    p_list = sub.add_parser("list", parents=[common], help="list methods and data sets",
+                            description="List registered methods and data sets with the first "
+                                        "line of their documentation.")
+    p_list.add_argument("pattern", nargs="?", default="*",
+                        help="fnmatch pattern over names (default: all)")
+
+    p_run = sub.add_parser(
+        "run", parents=[common], help="run methods on data sets and write records",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run every (method, data set) cell, cache each stage, record metrics and "
+                    "write <out>/leaderboard.md.",
+        epilog=f"methods:\n{methods_help}\n\ndatasets:\n{datasets_help}")
+    p_run.add_argument("--methods", default=DEFAULT_METHODS, metavar="SPECS",
+                       help="comma-separated pipelines 'cam+refiner+...+segmenter', plugin "
+                            "parameters as name[key=value,...], wildcards over names "
+                            "(default: '*', every registered method)")
+    p_run.add_argument("--datasets", default=DEFAULT_DATASETS, metavar="NAMES",
+                       help="comma-separated data set names or wildcards (default: synthetic)")
+    p_run.add_argument("--split", default="test", choices=SPLITS,
+                       help="split to score (default: test); thresholds are chosen on val "
+                            "(on train when scoring val)")
+    p_run.add_argument("--profile", default="quick", choices=("quick", "full"),
+                       help="quick: minutes on a laptop CPU; full: the paper's settings "
+                            "(default: quick)")
+    p_run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                       help="where torch models run (default: auto = cuda if available)")
+    p_run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p_run.add_argument("--out", type=Path, default=Path("results"),
+                       help="run folder: cache/, records/ and leaderboard.md (default: results)")
+    p_run.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
+                       help="root folder of data set NAME (overrides its file and variable)")
+    p_run.add_argument("--limit", type=int, default=None, metavar="N",
+                       help="use at most N frames per split (deterministic subset)")
+    p_run.add_argument("--n-boot", type=int, default=1000,
+                       help="bootstrap resamples for confidence intervals (default: 1000)")
+    p_run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    p_table = sub.add_parser("table", parents=[common], help="render tables from records",
+                             description="Render records as leaderboards, pivots or "
+                                         "ablations.")
+    p_table.add_argument("--out", type=Path, default=Path("results"),
+                         help="run folder holding records/ (default: results)")
+    p_table.add_argument("--format", default="md", choices=("md", "latex", "csv"),
+                         help="output format (default: md)")
+    p_table.add_argument("--pivot", choices=("datasets", "metrics"), default=None,
+                         help="methods as rows and data sets or metrics as columns")
+    p_table.add_argument("--metric", default="mIoU", help="metric of a data set pivot")
+    p_table.add_argument("--ablation", metavar="PIPELINE", default=None,
+                         help="one row per stage of PIPELINE: base, +stage, +stage ...")
+    p_table.add_argument("--split", default=None, choices=SPLITS, help="only this split")
+    p_table.add_argument("--profile", default=None, choices=("quick", "full"),
+                         help="only this profile")
+    p_table.add_argument("--datasets", default=None, help="only these data sets (comma list)")
+    p_table.add_argument("--methods", default=None,
+                         help="only these methods (comma list; fnmatch wildcards)")
+    p_table.add_argument("--output", type=Path, default=None,
+                         help="write the table to this file instead of standard output")
+
+    p_cmp = sub.add_parser("compare", parents=[common],
+                           help="paired bootstrap test between two methods",
+                           description="Paired bootstrap over the same images: the mIoU "
+                                       "difference A - B with its 95%% interval.")
+    p_cmp.add_argument("method_a")
+    p_cmp.add_argument("method_b")
+    p_cmp.add_argument("--dataset", default="synthetic")
+    p_cmp.add_argument("--split", default="test", choices=SPLITS)
+    p_cmp.add_argument("--profile", default="quick", choices=("quick", "full"))
+    p_cmp.add_argument("--seed", type=int, default=0)
+    p_cmp.add_argument("--metric", default="mIoU")
+    p_cmp.add_argument("--out", type=Path, default=Path("results"))
+    return parser
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import fnmatch
+
+    from bench.data import DATASETS
+    from bench.plugins import METHODS
+
+    print("methods:")
+    for e in METHODS.entries():
+        if fnmatch.fnmatch(e.name, args.pattern):
+            print(f"  {e.name:<24} {e.meta.get('kind', '?'):<9} {e.summary}")
+    print("\ndatasets:")
+    for e in DATASETS.entries():
+        if fnmatch.fnmatch(e.name, args.pattern):
+            print(f"  {e.name:<24} {e.summary}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.data import DATASETS
+    from bench.executors import run_cells
+    from bench.runner import Cell, RunOptions
+    from bench.spec import expand_methods, split_top_level
+
+    specs = expand_methods(args.methods)
+    datasets = DATASETS.select(split_top_level(args.datasets, ","))
+    options = RunOptions(out=args.out, profile=args.profile, device=args.device, seed=args.seed,
+                         data_roots=_data_roots(args.data_root), include=list(args.include),
+                         limit=args.limit, progress=not args.no_progress, n_boot=args.n_boot)
+    cells = [Cell(spec.text, ds, args.split, options) for ds in datasets for spec in specs]
+    print(f"bench run: {len(specs)} method(s) x {len(datasets)} data set(s), split "
+          f"{args.split}, profile {args.profile}", file=sys.stderr)
+    run_cells(cells)
+    board = write_leaderboard(args.out)
+    print(board)
+    return 0
+
+
+def write_leaderboard(out: Path) -> str:
+    """Rewrite ``<out>/leaderboard.md`` from every record in the run folder; return it."""
+    from bench.atomic import atomic_path
+    from bench.records import load_records
+    from bench.table import frame, leaderboard_markdown
+
+    text = leaderboard_markdown(frame(load_records(out)))
+    path = out / "leaderboard.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return text
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    import fnmatch
+
+    from bench.atomic import atomic_path
+    from bench.records import load_records
+    from bench.table import ablation, frame, leaderboard, pivot, render
+
+    df = frame(load_records(args.out))
+    if df.empty:
+        raise ConfigError(f"no records under {args.out / 'records'}; run 'bench run' first")
+    if args.split:
+        df = df[df["split"] == args.split]
+    if args.profile:
+        df = df[df["profile"] == args.profile]
+    if args.datasets:
+        df = df[df["dataset"].isin(args.datasets.split(","))]
+    if args.methods:
+        pats = args.methods.split(",")
+        df = df[[any(fnmatch.fnmatch(m, p) for p in pats) for m in df["pipeline"]]]
+    if args.ablation:
+        from bench.plugins import METHODS
+
+        labels = {e.name: e.meta.get("label") or e.name for e in METHODS.entries()}
+        table = ablation(df, args.ablation, labels)
+    elif args.pivot:
+        table = pivot(df, args.pivot, metric=args.metric)
+    else:
+        table = leaderboard(df)
+    text = render(table, args.format)
+    if args.output:
+        with atomic_path(args.output) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.metrics import paired_bootstrap
+    from bench.records import load_areas, record_dir, slug
+
+    folder = record_dir(args.out, args.profile, args.seed, args.dataset, args.split)
+    loaded = []
+    for method in (args.method_a, args.method_b):
+        path = folder / f"{slug(method)}.json"
+        if not path.exists():
+            raise ConfigError(f"no record of '{method}' on {args.dataset}/{args.split} "
+                              f"(profile {args.profile}, seed {args.seed}) in {folder}")
+        loaded.append(load_areas(path))
+    (areas_a, ids_a), (areas_b, ids_b) = loaded
+    if ids_a != ids_b:
+        raise ConfigError("the two records were scored on different images")
+    res = paired_bootstrap(areas_a, areas_b, metric=args.metric, seed=args.seed)
+    print(f"{args.metric}: {args.method_a} - {args.method_b} = {100 * res['delta']:+.2f} "
+          f"(95% CI [{100 * res['ci'][0]:+.2f}, {100 * res['ci'][1]:+.2f}], "
+          f"p = {res['p_value']:.4f}, {len(ids_a)} images)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bench`` console script; exits 2 on bad input with one line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    include = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--include"]
+    try:
+        parser = build_parser(include)
+        args = parser.parse_args(argv)
+        command = {"list": cmd_list, "run": cmd_run, "table": cmd_table,
+                   "compare": cmd_compare}[args.command]
+        return command(args)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished stages are cached, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

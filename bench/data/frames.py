@@ -1,0 +1,135 @@
+"""Frames (what a loader finds) and lazily loaded samples (what stages see)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import overload
+
+import numpy as np
+
+from bench.data.io import read_image
+from bench.data.tiling import Box
+from bench.errors import InputError
+from bench.sample import Sample
+
+
+@dataclass
+class Frame:
+    """One image as a loader finds it: a file to decode lazily, or pixels already in memory.
+
+    ``mask`` is decoded eagerly (0, 1, 255) so bad masks fail before any work starts and image
+    labels can be derived without touching the pixels.
+    """
+
+    id: str
+    size: tuple[int, int]
+    image_path: Path | None = None
+    image: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    label: int | None = None
+    aux: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def pixels(self) -> np.ndarray:
+        """The full frame, uint8 HxWx3."""
+        if self.image is not None:
+            return self.image
+        assert self.image_path is not None
+        image = read_image(self.image_path)
+        if image.shape[:2] != self.size:
+            raise InputError(self.image_path, f"decoded size {image.shape[:2]} differs from its "
+                                              f"header {self.size}")
+        return image
+
+
+@dataclass
+class SampleRef:
+    """A sample that knows its id and label but decodes its pixels only when loaded."""
+
+    id: str
+    frame: Frame
+    box: Box
+    label: int | None
+
+    @property
+    def source_id(self) -> str:
+        return self.frame.id
+
+    def load(self) -> Sample:
+        y, x, h, w = self.box
+        crop = (slice(y, y + h), slice(x, x + w))
+        image = self.frame.pixels()[crop]
+        mask = None if self.frame.mask is None else self.frame.mask[crop]
+        aux = {k: v[crop] for k, v in self.frame.aux.items()}
+        return Sample(self.id, image, self.label, mask, aux, self.frame.id)
+
+
+@dataclass
+class Target:
+    """What scoring needs of a sample: its id, mask and auxiliary masks (no pixels)."""
+
+    id: str
+    mask: np.ndarray | None
+    aux: dict[str, np.ndarray]
+
+
+class SampleList(Sequence[Sample]):
+    """A sequence of samples loaded on access; ids and labels are known without decoding."""
+
+    def __init__(self, refs: list[SampleRef], name: str = "") -> None:
+        self.refs = refs
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+
+    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
+        if isinstance(index, slice):
+            return [ref.load() for ref in self.refs[index]]
+        return self.refs[index].load()
+
+    def __iter__(self) -> Iterator[Sample]:
+        for ref in self.refs:
+            yield ref.load()
+
+    def targets(self) -> list[Target]:
+        """Masks and auxiliary masks of every sample, without decoding any image."""
+        out = []
+        for ref in self.refs:
+            y, x, h, w = ref.box
+            crop = (slice(y, y + h), slice(x, x + w))
+            mask = None if ref.frame.mask is None else ref.frame.mask[crop]
+            out.append(Target(ref.id, mask, {k: v[crop] for k, v in ref.frame.aux.items()}))
+        return out
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.refs]
+
+    @property
+    def labels(self) -> list[int | None]:
+        return [r.label for r in self.refs]
+
+    @property
+    def source_ids(self) -> set[str]:
+        return {r.source_id for r in self.refs}
+
+    def subset(self, keep: Sequence[bool] | np.ndarray, name: str = "") -> SampleList:
+        """The samples where ``keep`` is true."""
+        return SampleList([r for r, k in zip(self.refs, keep, strict=True) if k],
+                          name or self.name)
+
+    def labelled(self) -> SampleList:
+        """Only samples with an image-level label (classifier training data)."""
+        return self.subset([r.label is not None for r in self.refs])
+
+    @property
+    def has_masks(self) -> bool:
+        return bool(self.refs) and all(r.frame.mask is not None for r in self.refs)

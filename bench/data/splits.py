@@ -1,0 +1,180 @@
+"""Splits of a data set: tiling, image labels, a deterministic validation carve-out, limits.
+
+- Frames larger than ``[tiles] size`` are cut into tiles (`bench.data.tiling`), never resized.
+- Image labels come from the loader (class folders, synthetic) or from masks, per tile or per
+  training crop: smoke if the smoke fraction exceeds ``smoke_min_fraction``, no smoke if it is
+  zero, and *unlabelled* in between (scored on masks, never used to train a classifier).
+- A data set without a ``val`` split gets one carved from ``train`` by a hash of the frame id
+  (tiles of one frame stay together); the fraction is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.data.config import DatasetConfig
+from bench.data.frames import Frame, SampleList, SampleRef
+from bench.data.loaders import LOADERS
+from bench.data.tiling import box_suffix, tile_boxes
+from bench.errors import ConfigError
+
+DEFAULT_SMOKE_MIN_FRACTION = 0.01
+
+
+@dataclass
+class SplitData:
+    """The loaded splits of one data set plus what was derived and how."""
+
+    dataset: str
+    splits: dict[str, SampleList]
+    derived: dict[str, Any] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    #: the training frames cut into ``[image_labels] crop``-sized crops (None: no crops)
+    train_crops: SampleList | None = None
+
+    def classifier_train(self) -> SampleList:
+        """What a classifier trains on: labelled training crops (or tiles)."""
+        base = self.train_crops if self.train_crops is not None else self["train"]
+        return base.labelled()
+
+    def __getitem__(self, split: str) -> SampleList:
+        try:
+            return self.splits[split]
+        except KeyError:
+            raise ConfigError(f"data set '{self.dataset}' has no split '{split}' (splits: "
+                              f"{', '.join(self.splits)})") from None
+
+
+def hash_unit(text: str, salt: str = "") -> float:
+    """A deterministic number in [0, 1) from a string (stable across machines and runs)."""
+    digest = hashlib.sha1(f"{salt}{text}".encode()).hexdigest()
+    return int(digest[:12], 16) / float(16**12)
+
+
+def derive_label(mask: np.ndarray | None, frame_label: int | None, whole_frame: bool,
+                 min_fraction: float) -> int | None:
+    """Image label of a crop: from its mask if known, else from the frame's label when possible."""
+    if mask is None:
+        if frame_label == 0 or whole_frame:
+            return frame_label
+        return None
+    valid = mask != 255
+    total = int(valid.sum())
+    if total == 0:
+        return None
+    smoke = int((mask == 1).sum())
+    if smoke == 0:
+        return 0
+    return 1 if smoke / total > min_fraction else None
+
+
+def frames_to_refs(frames: list[Frame], tile: int, crop: int, min_fraction: float,
+                   use_frame_labels: bool) -> list[SampleRef]:
+    """Cut frames into tiles (and tiles into ``crop``-sized crops if ``crop`` > 0) with labels."""
+    refs = []
+    for frame in frames:
+        height, width = frame.size
+        for y, x, h, w in tile_boxes(height, width, tile):
+            boxes = [(y, x, h, w)]
+            if crop > 0:
+                boxes = [(y + by, x + bx, bh, bw) for by, bx, bh, bw in tile_boxes(h, w, crop)]
+            for box in boxes:
+                by, bx, bh, bw = box
+                whole = box == (0, 0, height, width)
+                mask = None if frame.mask is None else frame.mask[by:by + bh, bx:bx + bw]
+                if use_frame_labels and frame.label is not None and whole:
+                    label = frame.label
+                else:
+                    label = derive_label(mask, frame.label, whole, min_fraction)
+                refs.append(SampleRef(frame.id + box_suffix(box, height, width), frame, box,
+                                      label))
+    return refs
+
+
+def limit_frames(frames: list[Frame], limit: int | None, salt: str) -> list[Frame]:
+    """At most ``limit`` frames, chosen deterministically by a hash of their ids."""
+    if not limit or len(frames) <= limit:
+        return frames
+    order = sorted(frames, key=lambda f: hash_unit(f.id, salt))[:limit]
+    keep = {f.id for f in order}
+    return [f for f in frames if f.id in keep]
+
+
+def fingerprint(frames: list[Frame], refs: list[SampleRef], config: DatasetConfig,
+                extra: dict[str, Any]) -> str:
+    """A hash of what the split holds (file names, sizes and times; tiles; options)."""
+    h = hashlib.sha256()
+    h.update(repr(sorted(config.raw.items(), key=str)).encode())
+    h.update(repr(sorted(extra.items())).encode())
+    for frame in frames:
+        h.update(frame.id.encode())
+        if frame.image_path is not None:
+            st = os.stat(frame.image_path)
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+        elif frame.image is not None:
+            h.update(hashlib.sha1(np.ascontiguousarray(frame.image)).digest())
+        if frame.mask is not None:
+            h.update(hashlib.sha1(np.ascontiguousarray(frame.mask)).digest())
+    for ref in refs:
+        h.update(f"{ref.id}:{ref.box}:{ref.label}".encode())
+    return h.hexdigest()[:16]
+
+
+def load_splits(config: DatasetConfig, root: Path | None, profile: str = "quick",
+                limit: int | None = None, splits: list[str] | None = None) -> SplitData:
+    """Load, tile, label and carve the splits of a data set.
+
+    Args:
+        config: the parsed dataset file.
+        root: its data root (None for synthetic data).
+        profile: ``quick`` or ``full`` (loaders may size synthetic splits by profile).
+        limit: keep at most this many frames per split (deterministic by id hash).
+        splits: the splits to load (default: all, with ``val`` carved from ``train`` if absent).
+    """
+    loader = LOADERS.get(config.loader)
+    declared = [s for s in config.splits if isinstance(s, str)]
+    wanted = splits or config.split_names
+    carve = "val" not in declared and "train" in declared
+    need_train = carve and ("val" in wanted or "train" in wanted)
+    tile = config.tile_size
+    labels_cfg = config.image_labels
+    min_fraction = float(labels_cfg.get("smoke_min_fraction", DEFAULT_SMOKE_MIN_FRACTION))
+    crop = int(labels_cfg.get("crop", 0))
+    use_frame_labels = bool(labels_cfg.get("use_frame_labels", True))
+    out: dict[str, SampleList] = {}
+    prints: dict[str, str] = {}
+    derived: dict[str, Any] = {"tile_size": tile, "train_crop": crop,
+                               "smoke_min_fraction": min_fraction}
+    frame_sets: dict[str, list[Frame]] = {}
+    for split in declared:
+        if split in wanted or (split == "train" and need_train):
+            frame_sets[split] = loader(config, split, root, profile)
+    if carve and "train" in frame_sets:
+        train = frame_sets["train"]
+        in_val = [hash_unit(f.id, "val") < config.val_fraction for f in train]
+        frame_sets["train"] = [f for f, v in zip(train, in_val, strict=True) if not v]
+        frame_sets["val"] = [f for f, v in zip(train, in_val, strict=True) if v]
+        derived["val"] = {"carved_from": "train", "fraction": config.val_fraction,
+                          "by": "sha1 of frame id"}
+    train_crops = None
+    for split, frames in frame_sets.items():
+        if split not in wanted:
+            continue
+        frames = limit_frames(frames, limit, split)
+        refs = frames_to_refs(frames, tile, 0, min_fraction, use_frame_labels)
+        out[split] = SampleList(refs, f"{config.name}/{split}")
+        extra = {"limit": limit, "split": split, "profile": profile}
+        if split == "train" and crop > 0:
+            crop_refs = frames_to_refs(frames, tile, crop, min_fraction, use_frame_labels)
+            train_crops = SampleList(crop_refs, f"{config.name}/train-crops")
+            refs = refs + crop_refs
+        prints[split] = fingerprint(frames, refs, config, extra)
+    if limit:
+        derived["limit"] = limit
+    return SplitData(config.name, out, derived, prints, train_crops)

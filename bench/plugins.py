@@ -1,0 +1,247 @@
+"""Plugin discovery and registration.
+
+Plugins are found three ways, all without importing torch:
+
+1. the built-in ``methods/`` folder (the repository's, or the copy installed with the package);
+2. folders named by ``--include PATH`` / ``BENCH_INCLUDE`` (like lm-eval's ``--include_path``);
+3. the entry-point group ``smoke_wsss_bench.plugins`` of other installed packages, each entry
+   ``name = "package.module:Class"``.
+
+Files are read with `ast`: every class decorated with ``@register_method("name", ...)`` becomes
+a lazy registry entry with its kind and docstring summary. The file is imported only when one
+of its plugins is used; importing it runs the decorator, which registers the real class.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bench.errors import ConfigError
+from bench.registry import Registry
+
+ENTRY_POINT_GROUP = "smoke_wsss_bench.plugins"
+MODULE_PREFIX = "smoke_wsss_bench_plugins"
+
+#: Class names exported by bench whose subclasses have a known kind (read by the ast scan).
+KNOWN_BASES: dict[str, str] = {
+    "CamSource": "cam", "CamWrapper": "wrapper", "Refiner": "refiner", "Segmenter": "segmenter",
+    "ClassifierCam": "cam", "TorchSegmenter": "segmenter",
+}
+
+
+@dataclass
+class MethodInfo:
+    """A registered plugin class plus the parameter defaults its name implies."""
+
+    cls: type
+    defaults: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return self.cls.kind
+
+
+METHODS: Registry[MethodInfo] = Registry("method")
+
+C = TypeVar("C", bound=type)
+
+
+def register_method(name: str, **defaults: Any) -> Callable[[C], C]:
+    """Class decorator registering a plugin under ``name``.
+
+    ``defaults`` preset parameters, so one class can be registered under several names
+    (``@register_method("resnet101", backbone="resnet101")``). Decorators stack.
+    """
+
+    def decorate(cls: C) -> C:
+        from bench.stages import Plugin
+
+        if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+            raise TypeError(f"@register_method('{name}') must decorate a bench plugin class")
+        if not getattr(cls, "name", "") or cls.__dict__.get("name") is None:
+            cls.name = name
+        origin = _origin_of(cls)
+        METHODS.register(name, MethodInfo(cls, dict(defaults)), summary=_summary(cls.__doc__),
+                         origin=origin, kind=cls.kind)
+        return cls
+
+    return decorate
+
+
+def _origin_of(cls: type) -> str:
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None)
+    return str(Path(path).resolve()) if path else cls.__module__
+
+
+def _summary(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0].strip() if (doc or "").strip() else ""
+
+
+# --------------------------------------------------------------------------- discovery
+def builtin_dir(kind: str) -> Path:
+    """The built-in ``methods`` or ``datasets`` folder: the source tree's, else the installed copy."""
+    package = Path(__file__).resolve().parent
+    source = package.parent / kind
+    if (package.parent / "pyproject.toml").is_file() and source.is_dir():
+        return source
+    return package / "_builtin" / kind
+
+
+def include_dirs(extra: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
+    """Folders named by ``--include`` plus the ``BENCH_INCLUDE`` variable (``os.pathsep``-separated)."""
+    env = [p for p in os.environ.get("BENCH_INCLUDE", "").split(os.pathsep) if p]
+    dirs = []
+    for item in [*env, *extra]:
+        path = Path(item).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"--include {item}: not a folder")
+        dirs.append(path.resolve())
+    return dirs
+
+
+_scanned: set[Path] = set()
+
+
+def discover(include: Iterable[str | os.PathLike[str]] = ()) -> None:
+    """Announce every plugin from the built-in folder, include folders and entry points."""
+    folders = [builtin_dir("methods"), *include_dirs(include)]
+    for folder in folders:
+        for path in sorted(folder.glob("*.py")) if folder.is_dir() else []:
+            if path.name.startswith("_") or path.resolve() in _scanned:
+                continue
+            _scanned.add(path.resolve())
+            scan_file(path)
+    _discover_entry_points()
+
+
+def scan_file(path: Path) -> list[str]:
+    """Register lazy entries for the plugins a file declares; returns their names."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: syntax error in plugin file: {exc.msg}") from None
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    names = []
+    for node in classes.values():
+        for deco in node.decorator_list:
+            name = _registered_name(deco)
+            if name is None:
+                continue
+            kind = _kind_of(node, classes)
+            meta: dict[str, Any] = {"kind": kind, "demo": _class_str(node, classes, "demo"),
+                                    "label": _class_str(node, classes, "label")}
+            METHODS.register_lazy(name, _file_loader(path), summary=_summary(
+                ast.get_docstring(node)), origin=str(path.resolve()), **meta)
+            names.append(name)
+    return names
+
+
+def _registered_name(deco: ast.expr) -> str | None:
+    if not isinstance(deco, ast.Call):
+        return None
+    func = deco.func
+    fname = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+    if fname != "register_method" or not deco.args:
+        return None
+    arg = deco.args[0]
+    return arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else None
+
+
+def _base_names(node: ast.ClassDef) -> list[str]:
+    out = []
+    for base in node.bases:
+        if isinstance(base, ast.Name):
+            out.append(base.id)
+        elif isinstance(base, ast.Attribute):
+            out.append(base.attr)
+    return out
+
+
+def _kind_of(node: ast.ClassDef, classes: dict[str, ast.ClassDef], depth: int = 0) -> str:
+    for base in _base_names(node):
+        if base in KNOWN_BASES:
+            return KNOWN_BASES[base]
+        if base in classes and depth < 10:
+            kind = _kind_of(classes[base], classes, depth + 1)
+            if kind != "?":
+                return kind
+    return "?"
+
+
+def _class_str(node: ast.ClassDef, classes: dict[str, ast.ClassDef], attr: str,
+               depth: int = 0) -> str:
+    for stmt in node.body:
+        targets = (stmt.targets if isinstance(stmt, ast.Assign)
+                   else [stmt.target] if isinstance(stmt, ast.AnnAssign) else [])
+        for target in targets:
+            value = getattr(stmt, "value", None)
+            if (isinstance(target, ast.Name) and target.id == attr
+                    and isinstance(value, ast.Constant) and isinstance(value.value, str)):
+                return value.value
+    for base in _base_names(node):
+        if base in classes and depth < 10:
+            found = _class_str(classes[base], classes, attr, depth + 1)
+            if found:
+                return found
+    return ""
+
+
+def _file_loader(path: Path) -> Callable[[], None]:
+    def load() -> None:
+        import_plugin_file(path)
+
+    return load
+
+
+def import_plugin_file(path: Path) -> Any:
+    """Import a plugin file by path (once) under a private module name."""
+    path = path.resolve()
+    module_name = f"{MODULE_PREFIX}.{path.parent.name}_{abs(hash(str(path.parent))) % 10**8}." \
+                  f"{path.stem}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{path}: cannot import plugin file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def _discover_entry_points() -> None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in METHODS:
+            continue
+
+        def load(ep: Any = ep) -> None:
+            obj = ep.load()
+            if ep.name not in METHODS or METHODS.entry(ep.name).obj is None:
+                if isinstance(obj, type):
+                    register_method(ep.name)(obj)
+
+        METHODS.register_lazy(ep.name, load, summary=f"(from entry point {ep.value})",
+                              origin=f"entry point {ep.value}", kind="?", demo="")
+
+
+def method_kind(name: str) -> str:
+    """The kind of plugin ``name`` (loading the plugin only when the scan could not tell)."""
+    entry = METHODS.entry(name)
+    kind = entry.meta.get("kind", "?")
+    if kind == "?":
+        kind = METHODS.get(name).kind
+    return kind

@@ -1,0 +1,408 @@
+"""Run one (method, data set) cell: stages in order, each cached, each evaluated and recorded.
+
+A cell is a pure function of its `Cell` description, so it can run in this process or in a
+SLURM job. Every stage's outputs live under ``<out>/cache/<key>/`` where the key hashes the
+configuration of the stage and everything upstream plus the training data's fingerprint. A
+rerun finds finished stages there and does not recompute them; all writes are atomic, so a run
+killed at any moment resumes cleanly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.atomic import atomic_dir, write_json, write_npz
+from bench.data import DATASETS, SplitData, discover_datasets, load_splits, resolve_root
+from bench.data.frames import SampleList
+from bench.errors import ConfigError
+from bench.evaluate import StageScore, score_stage
+from bench.pipeline import build_stage, stage_configs
+from bench.plugins import discover
+from bench.provenance import provenance
+from bench.records import record_path, save_areas
+from bench.spec import PipelineSpec, parse_pipeline
+from bench.stages import CamSource, CamWrapper, Plugin, Refiner, RunContext, Segmenter
+
+
+@dataclass
+class RunOptions:
+    """Options shared by every cell of a ``bench run`` invocation."""
+
+    out: Path = Path("results")
+    profile: str = "quick"
+    device: str = "auto"
+    seed: int = 0
+    data_roots: dict[str, str] = field(default_factory=dict)
+    include: list[str] = field(default_factory=list)
+    limit: int | None = None
+    progress: bool = True
+    n_boot: int = 1000
+
+
+@dataclass
+class Cell:
+    """One independent job: a method on a data set, scored on one split."""
+
+    method: str
+    dataset: str
+    split: str
+    options: RunOptions
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` if available else ``cpu``; asking for CUDA without one is an error."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, not '{device}'")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise ConfigError("--device cuda: no CUDA device is available (use --device auto or cpu)")
+    return "cpu"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and (if imported) torch."""
+    import sys
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)
+
+
+def stable_hash(obj: Any) -> str:
+    """A short hash of a JSON-serialisable object (key order independent)."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def calibration_split(split: str, data_splits: Sequence[str]) -> str:
+    """The split a soft map's threshold is chosen on: ``val``, or ``train`` when scoring ``val``."""
+    if split != "val" and "val" in data_splits:
+        return "val"
+    if split == "val" and "train" in data_splits:
+        return "train"
+    raise ConfigError(f"no split to choose a threshold on when scoring '{split}' "
+                      f"(splits: {', '.join(data_splits)})")
+
+
+@dataclass
+class StageState:
+    """A stage of the cell being run: its plugin (built on demand), cache key and outputs."""
+
+    index: int
+    spec_text: str
+    config: dict[str, Any]
+    key: str
+    trains: bool  # this stage or an upstream one learns from the training split
+    plugin: Plugin | None = None
+    ready: bool = False  # trained (or loaded) and usable
+    maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    threshold: float | None = None
+
+
+class CellRunner:
+    """Runs the stages of one cell with caching, evaluation and records."""
+
+    def __init__(self, cell: Cell) -> None:
+        self.cell = cell
+        self.opts = cell.options
+        discover(self.opts.include)
+        discover_datasets(self.opts.include)
+        self.spec: PipelineSpec = parse_pipeline(cell.method)
+        self.dataset = DATASETS.get(cell.dataset)
+        self.configs = [c.as_dict() for c in stage_configs(self.spec, self.opts.profile)]
+        self.cache_root = self.opts.out / "cache"
+        self.data: SplitData | None = None
+        self.trains = any(_plugin_class(st.name).trainable for st in self.spec.stages)
+
+    # ----------------------------------------------------------------- data
+    def load_data(self) -> SplitData:
+        """Load the scored split, the calibration split and (if anything trains) ``train``."""
+        root = resolve_root(self.dataset, self.opts.data_roots)
+        available = self.dataset.split_names
+        if self.cell.split not in available:
+            raise ConfigError(f"data set '{self.dataset.name}' has no split '{self.cell.split}' "
+                              f"(splits: {', '.join(available)})")
+        wanted = {self.cell.split, calibration_split(self.cell.split, available)}
+        if self.trains:
+            wanted.add("train")
+        return load_splits(self.dataset, root, self.opts.profile, self.opts.limit,
+                           splits=sorted(wanted))
+
+    def check_leakage(self, data: SplitData, trains: bool) -> None:
+        """Training must never see the frames it is scored on (nor those thresholds come from)."""
+        if not trains:
+            return
+        if self.cell.split == "train":
+            raise ConfigError(f"'{self.spec.text}' trains on split 'train'; score it on 'val' "
+                              "or 'test' (--split)")
+        train = data["train"].source_ids
+        shared = train & data[self.cell.split].source_ids
+        if shared:
+            example = sorted(shared)[0]
+            raise ConfigError(f"test-set leakage: {len(shared)} frame(s) of split "
+                              f"'{self.cell.split}' are also in 'train' (e.g. '{example}')")
+
+    # ----------------------------------------------------------------- stages
+    def stage_states(self, data: SplitData) -> list[StageState]:
+        states = []
+        trains = False
+        upstream = {"dataset": self.dataset.name, "seed": self.opts.seed,
+                    "profile": self.opts.profile}
+        for i, (stage, config) in enumerate(zip(self.spec.stages, self.configs, strict=True)):
+            cls = _plugin_class(stage.name)
+            trains = trains or bool(cls.trainable)
+            upstream = {"up": upstream, "stage": config}
+            if trains:
+                upstream["train_data"] = data.fingerprints.get("train")
+                upstream["derived"] = data.derived
+            states.append(StageState(i, self.spec.prefix(i + 1).text, config,
+                                     stable_hash(upstream), trains))
+        return states
+
+    def context(self, state: StageState) -> RunContext:
+        workdir = self.cache_root / state.key
+        workdir.mkdir(parents=True, exist_ok=True)
+        return RunContext(device=self.opts.device, profile=self.opts.profile, seed=self.opts.seed,
+                          workdir=workdir, progress=self.opts.progress,
+                          extra={"dataset": self.dataset.name, "stage": state.spec_text})
+
+    def ensure_ready(self, states: list[StageState], i: int, data: SplitData) -> Plugin:
+        """Build stage ``i``'s plugin and train it (or load its trained state from the cache)."""
+        state = states[i]
+        if state.ready:
+            assert state.plugin is not None
+            return state.plugin
+        ctx = self.context(state)
+        plugin = build_stage(self.spec.stages[i], ctx)
+        if isinstance(plugin, CamWrapper):
+            plugin.inner = self.ensure_ready(states, i - 1, data)  # type: ignore[assignment]
+        state.plugin = plugin
+        if plugin.trainable:
+            model_dir = ctx.workdir / "model"
+            if (model_dir / "DONE").exists():
+                plugin.load(model_dir)
+            else:
+                seed_everything(self.opts.seed)
+                start = time.perf_counter()
+                self.fit(states, i, plugin, data)
+                state.timings["fit_s"] = time.perf_counter() - start
+                with atomic_dir(model_dir) as tmp:
+                    plugin.save(tmp)
+                    write_json(tmp / "DONE", {"fit_s": state.timings["fit_s"]})
+            done = json.loads((model_dir / "DONE").read_text())
+            state.timings.setdefault("fit_s", float(done.get("fit_s", 0.0)))
+        state.ready = True
+        return plugin
+
+    def fit(self, states: list[StageState], i: int, plugin: Plugin, data: SplitData) -> None:
+        train = data["train"]
+        calib = self.calib_name(data)
+        if isinstance(plugin, CamSource):
+            labelled = data.classifier_train()
+            if not len(labelled):
+                raise ConfigError(f"data set '{self.dataset.name}': no image-level labels in "
+                                  "split 'train' to train a classifier on")
+            plugin.fit(labelled, data[calib].labelled() if calib != "train" else [])
+        elif isinstance(plugin, Refiner):
+            plugin.fit(train, self.maps(states, i - 1, "train", data))
+        elif isinstance(plugin, Segmenter):
+            if plugin.needs_pseudo_labels:
+                labels = self.pseudo_labels(states, i - 1, data)
+            else:
+                if not train.has_masks:
+                    raise ConfigError(f"'{self.spec.text}' trains on ground-truth masks but "
+                                      f"split 'train' of '{self.dataset.name}' has none")
+                labels = [ref.frame.mask[_box_slices(ref.box)] for ref in train.refs]
+            plugin.fit(train, labels, data[calib] if calib != "train" else [])
+
+    def pseudo_labels(self, states: list[StageState], i: int,
+                      data: SplitData) -> list[np.ndarray]:
+        """Stage ``i``'s maps on the training split as labels (soft maps: its chosen threshold)."""
+        maps = self.maps(states, i, "train", data)
+        state = states[i]
+        if _output_of(self.spec.stages[i].name) == "labels":
+            return [m.astype(np.uint8) for m in maps]
+        if state.threshold is None:
+            self.evaluate(states, i, data)
+        assert state.threshold is not None
+        return [(m >= state.threshold).astype(np.uint8) for m in maps]
+
+    def calib_name(self, data: SplitData) -> str:
+        return calibration_split(self.cell.split, list(data.splits))
+
+    # ----------------------------------------------------------------- maps
+    def maps(self, states: list[StageState], i: int, split: str,
+             data: SplitData) -> list[np.ndarray]:
+        """Stage ``i``'s output maps for every sample of ``split`` (cached on disk)."""
+        state = states[i]
+        samples = data[split]
+        if split not in state.maps:
+            path = self.cache_root / state.key / f"maps-{split}-{data.fingerprints[split]}.npz"
+            if path.exists():
+                with np.load(path) as npz:
+                    state.maps[split] = {k: npz[k] for k in npz.files if k != "__timing__"}
+                    if "__timing__" in npz.files:
+                        state.timings.setdefault(f"infer_{split}_s", float(npz["__timing__"]))
+            else:
+                start = time.perf_counter()
+                computed = self.compute_maps(states, i, split, data)
+                elapsed = time.perf_counter() - start
+                state.timings[f"infer_{split}_s"] = elapsed
+                out = {_safe(sid): m for sid, m in zip(samples.ids, computed, strict=True)}
+                write_npz(path, {**out, "__timing__": np.array(elapsed)})
+                state.maps[split] = out
+        stored = state.maps[split]
+        return [_restore(stored[_safe(sid)]) for sid in samples.ids]
+
+    def compute_maps(self, states: list[StageState], i: int, split: str,
+                     data: SplitData) -> list[np.ndarray]:
+        samples: SampleList = data[split]
+        plugin = self.ensure_ready(states, i, data)
+        desc = f"{states[i].spec_text} {samples.name}"
+        if isinstance(plugin, CamSource):
+            return [_compact(m, "soft") for m in plugin.cams(samples, desc=desc)]
+        if isinstance(plugin, Refiner):
+            upstream = self.maps(states, i - 1, split, data)
+            from bench.progress import progress
+
+            out = []
+            for sample, cam in progress(zip(samples, upstream, strict=True), total=len(samples),
+                                        desc=desc, enabled=self.opts.progress):
+                out.append(_compact(plugin.refine(sample, cam), plugin.output))
+            return out
+        if isinstance(plugin, Segmenter):
+            out = []
+            for start in range(0, len(samples), 8):
+                batch = samples[start:start + 8]
+                preds = plugin.predict([s.image for s in batch])
+                out.extend(_compact(p, plugin.output) for p in preds)
+            return out
+        raise TypeError(f"unknown plugin type {type(plugin).__name__}")
+
+    # ----------------------------------------------------------------- evaluation
+    def evaluate(self, states: list[StageState], i: int, data: SplitData) -> StageScore:
+        state = states[i]
+        name = self.spec.stages[i].name
+        output = _output_of(name)
+        eval_split = data[self.cell.split]
+        calib = self.calib_name(data)
+        calib_maps = self.maps(states, i, calib, data) if output == "soft" else None
+        score = score_stage(
+            eval_samples=eval_split.targets(),
+            eval_maps=self.maps(states, i, self.cell.split, data),
+            output=output,
+            calib_samples=data[calib].targets() if output == "soft" else None,
+            calib_maps=calib_maps,
+            calib_name=calib,
+            n_boot=self.opts.n_boot,
+            seed=self.opts.seed,
+        )
+        state.threshold = score.threshold
+        return score
+
+    def record(self, states: list[StageState], i: int, score: StageScore,
+               data: SplitData) -> dict[str, Any]:
+        state = states[i]
+        rec = {
+            "method": state.spec_text,
+            "pipeline": self.spec.text,
+            "stage": i,
+            "stage_kind": state.config["kind"],
+            "output": _output_of(self.spec.stages[i].name),
+            "dataset": self.dataset.name,
+            "split": self.cell.split,
+            "profile": self.opts.profile,
+            "seed": self.opts.seed,
+            "device": self.device_used(),
+            "n_images": score.n_images,
+            "metrics": score.metrics,
+            "ci": score.ci,
+            "threshold": score.threshold_info,
+            "distractors": score.distractors,
+            "timings": state.timings,
+            "config": {"stages": self.configs[: i + 1], "cache_key": state.key,
+                       "data": {"fingerprints": data.fingerprints, "derived": data.derived,
+                                "dataset_file": str(self.dataset.path),
+                                "limit": self.opts.limit},
+                       "options": {k: str(v) if isinstance(v, Path) else v
+                                   for k, v in asdict(self.opts).items()}},
+            "provenance": provenance(),
+        }
+        path = record_path(self.opts.out, rec)
+        save_areas(path, score.per_image_areas, score.image_ids)
+        write_json(path, rec)
+        return rec
+
+    def device_used(self) -> str:
+        """The resolved device, or "none" when no stage of this cell touched torch."""
+        import sys
+
+        return resolve_device(self.opts.device) if "torch" in sys.modules else "none"
+
+    # ----------------------------------------------------------------- main
+    def run(self) -> list[dict[str, Any]]:
+        data = self.load_data()
+        self.data = data
+        states = self.stage_states(data)
+        self.check_leakage(data, self.trains)
+        if not data[self.cell.split].has_masks:
+            raise ConfigError(f"split '{self.cell.split}' of '{self.dataset.name}' has no pixel "
+                              "masks to score against")
+        records = []
+        for i in range(len(states)):
+            score = self.evaluate(states, i, data)
+            records.append(self.record(states, i, score, data))
+        return records
+
+
+def run_cell(cell: Cell) -> list[dict[str, Any]]:
+    """Run one cell and return its records (one per stage); importable by SLURM workers."""
+    return CellRunner(cell).run()
+
+
+def _plugin_class(name: str) -> type[Plugin]:
+    from bench.plugins import METHODS
+
+    return METHODS.get(name).cls
+
+
+def _output_of(name: str) -> str:
+    return _plugin_class(name).output
+
+
+def _box_slices(box: tuple[int, int, int, int]) -> tuple[slice, slice]:
+    y, x, h, w = box
+    return slice(y, y + h), slice(x, x + w)
+
+
+def _safe(sample_id: str) -> str:
+    return sample_id.replace("/", "|")
+
+
+def _compact(m: np.ndarray, output: str) -> np.ndarray:
+    """Store soft maps as float16 and label maps as uint8."""
+    if output == "labels":
+        return np.asarray(m).astype(np.uint8)
+    return np.asarray(m, dtype=np.float32).astype(np.float16)
+
+
+def _restore(m: np.ndarray) -> np.ndarray:
+    return m.astype(np.float32) if m.dtype == np.float16 else m

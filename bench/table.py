@@ -1,0 +1,161 @@
+"""Tables are views over records: leaderboards, pivots and ablations (pandas + tabulate).
+
+Numbers stay raw floats in records; only this layer rounds. Metrics are shown in percent with
+two decimals (the thesis's convention: 26.10 mIoU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from bench.errors import ConfigError
+
+METRIC_COLUMNS = ("mIoU", "IoU_smoke", "precision", "recall", "F1", "accuracy")
+PERCENT = {"mIoU", "IoU_smoke", "IoU_background", "precision", "recall", "F1", "accuracy",
+           "Dice"}
+FORMATS = ("md", "latex", "csv")
+
+COLUMN_DOCS = {
+    "method": "pipeline spec (plugins joined by +)",
+    "dataset": "data set the method was scored on",
+    "n": "number of scored images (tiles)",
+    "mIoU": "mean of background and smoke IoU, areas summed over the split (%)",
+    "mIoU 95% CI": "95% bootstrap interval over images (--n-boot resamples)",
+    "IoU_smoke": "smoke-class IoU (%)",
+    "precision": "smoke precision (%)",
+    "recall": "smoke recall (%)",
+    "F1": "smoke F1 (%)",
+    "thr": "threshold applied to soft maps, chosen on the calibration split ('-': label maps)",
+    "chimney": "share of map mass on chimney pixels (synthetic only; lower is better)",
+    "steam": "share of map mass on steam pixels (synthetic only; lower is better)",
+}
+
+
+def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record with the fields tables need."""
+    rows = []
+    for rec in records:
+        row = {
+            "method": rec["method"], "pipeline": rec["pipeline"], "stage": rec["stage"],
+            "stage_kind": rec["stage_kind"], "dataset": rec["dataset"], "split": rec["split"],
+            "profile": rec["profile"], "seed": rec["seed"], "n": rec["n_images"],
+            "date": rec.get("provenance", {}).get("date", ""),
+            "thr": (rec.get("threshold") or {}).get("value"),
+            "ci_lo": rec.get("ci", {}).get("mIoU", [None, None])[0],
+            "ci_hi": rec.get("ci", {}).get("mIoU", [None, None])[1],
+        }
+        row.update({k: v for k, v in rec.get("metrics", {}).items()})
+        row.update({k: v for k, v in (rec.get("distractors") or {}).items()})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    # the newest record wins when a (method, dataset, split, profile, seed) was recorded twice
+    df = df.sort_values("date").drop_duplicates(
+        ["method", "dataset", "split", "profile", "seed"], keep="last")
+    return df.reset_index(drop=True)
+
+
+def _pct(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "-"
+    return f"{100 * float(value):.2f}"
+
+
+def leaderboard(df: pd.DataFrame, metrics: Sequence[str] = METRIC_COLUMNS) -> pd.DataFrame:
+    """Final-stage rows (method == pipeline), best mIoU first, formatted for display."""
+    if df.empty:
+        return df
+    final = df[df["method"] == df["pipeline"]].copy()
+    final = final.sort_values(["dataset", "mIoU"], ascending=[True, False])
+    out = pd.DataFrame({"method": final["method"], "dataset": final["dataset"],
+                        "n": final["n"]})
+    for m in metrics:
+        if m in final:
+            out[m] = final[m].map(_pct)
+        if m == "mIoU":
+            out["mIoU 95% CI"] = [f"[{_pct(lo)}, {_pct(hi)}]"
+                                  for lo, hi in zip(final["ci_lo"], final["ci_hi"], strict=True)]
+    out["thr"] = final["thr"].map(lambda t: "-" if t is None or pd.isna(t) else f"{t:.2f}")
+    for aux in ("chimney", "steam"):
+        if aux in final and final[aux].notna().any():
+            out[aux] = final[aux].map(_pct)
+    return out.reset_index(drop=True)
+
+
+def pivot(df: pd.DataFrame, by: str, metric: str = "mIoU",
+          metrics: Sequence[str] = METRIC_COLUMNS) -> pd.DataFrame:
+    """Methods as rows; ``by="datasets"``: one column per data set (``metric``);
+    ``by="metrics"``: one column per metric (one row per method and data set)."""
+    if df.empty:
+        return df
+    final = df[df["method"] == df["pipeline"]]
+    if by == "datasets":
+        table = final.pivot_table(index="method", columns="dataset", values=metric,
+                                  aggfunc="first")
+        table = table.sort_values(table.columns[0], ascending=False)
+        return table.map(_pct).reset_index()
+    if by == "metrics":
+        cols = [m for m in metrics if m in final]
+        table = final.set_index(["method", "dataset"])[cols].sort_values("mIoU", ascending=False)
+        return table.map(_pct).reset_index()
+    raise ConfigError(f"--pivot must be 'datasets' or 'metrics', not '{by}'")
+
+
+def ablation(df: pd.DataFrame, base: str, labels: dict[str, str] | None = None,
+             metrics: Sequence[str] = ("mIoU", "IoU_smoke", "precision", "recall")) -> pd.DataFrame:
+    """The thesis's ablation shape: the base CAM source, then one row per added stage.
+
+    ``base`` is a full pipeline (``resnet50+multiscale+crf``); its prefixes' records give the
+    rows ``resnet50``, ``+Multi scale``, ``+CRF``. ``labels`` maps plugin names to row labels.
+    """
+    from bench.spec import parse_pipeline
+
+    spec = parse_pipeline(base)
+    labels = labels or {}
+    rows = []
+    for n in range(1, len(spec.stages) + 1):
+        prefix = spec.prefix(n).text
+        match = df[df["method"] == prefix]
+        stage = spec.stages[n - 1]
+        name = labels.get(stage.name) or stage.name
+        row: dict[str, Any] = {"pipeline": prefix if n == 1 else f"+{name}"}
+        for dataset, sub in match.groupby("dataset"):
+            for m in metrics:
+                key = m if match["dataset"].nunique() == 1 else f"{dataset} {m}"
+                row[key] = _pct(sub.iloc[-1][m])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def render(table: pd.DataFrame, fmt: str) -> str:
+    """Render a formatted table as Markdown, LaTeX (booktabs) or CSV."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
+    if table.empty:
+        return "(no records)\n"
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    from tabulate import tabulate
+
+    tablefmt = "github" if fmt == "md" else "latex_booktabs"
+    return tabulate(table, headers="keys", tablefmt=tablefmt, showindex=False,
+                    disable_numparse=True) + "\n"
+
+
+def leaderboard_markdown(df: pd.DataFrame) -> str:
+    """The ``results/leaderboard.md`` document: one section per split, profile and seed."""
+    lines = ["# Leaderboard", "",
+             "Written by `bench run` from the records under `records/`; do not edit by hand.",
+             ""]
+    if df.empty:
+        return "\n".join([*lines, "(no records)", ""])
+    for (profile, seed, split), sub in df.groupby(["profile", "seed", "split"]):
+        lines += [f"## split `{split}`, profile `{profile}`, seed {seed}", ""]
+        lines.append(render(leaderboard(sub), "md"))
+    lines += ["### Columns", ""]
+    lines += [f"- **{k}**: {v}" for k, v in COLUMN_DOCS.items()]
+    return "\n".join(lines) + "\n"
