@@ -9,17 +9,19 @@ from typing import Any
 import numpy as np
 
 from bench.metrics import (
+    DEFAULT_THRESHOLDS,
     AreaAccumulator,
     SweepAccumulator,
+    binarize,
     bootstrap_ci,
     distractor_mass,
     metrics_from_areas,
 )
 from bench.data.frames import Target
 
-#: Thresholds of the sweep. 0 is left out: "cam >= 0" would call every pixel smoke, which
-#: would let an all-zero map pose as all-smoke.
-SWEEP_THRESHOLDS = np.round(np.arange(0.02, 1.0001, 0.02), 2)
+#: Thresholds of the sweep (0.02 ... 1.00). 0 is left out: "cam >= 0" would call every pixel
+#: smoke, which would let an all-zero map pose as all-smoke.
+SWEEP_THRESHOLDS = DEFAULT_THRESHOLDS
 CI_METRICS = ("mIoU", "IoU_smoke")
 
 
@@ -45,8 +47,8 @@ def score_stage(eval_samples: Sequence[Target], eval_maps: Sequence[np.ndarray],
     """Score ``eval_maps`` against the masks of ``eval_samples``.
 
     Soft maps are binarised at the threshold that maximises mIoU on the calibration split
-    (never on the scored split); label maps are scored as they are (255 in a prediction counts
-    as background). The 95% interval comes from a bootstrap over images.
+    (never on the scored split); label maps are scored as they are (an ignore value 255 in a
+    prediction counts as background: it is neither a hit nor a false alarm). The 95% interval comes from a bootstrap over images.
     """
     threshold = None
     info = None
@@ -69,7 +71,7 @@ def score_stage(eval_samples: Sequence[Target], eval_maps: Sequence[np.ndarray],
         if sample.mask is None:
             raise ValueError(f"sample {sample.id} has no mask to score against")
         if output == "soft":
-            pred = (m >= threshold).astype(np.uint8)
+            pred = binarize(m, threshold)
         else:
             pred = (np.asarray(m) == 1).astype(np.uint8)
         acc.add(pred, sample.mask, sample.id)

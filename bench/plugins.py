@@ -234,8 +234,9 @@ def _discover_entry_points() -> None:
                 if isinstance(obj, type):
                     register_method(ep.name)(obj)
 
+        # no origin: the module may register the name itself when imported (replacing this)
         METHODS.register_lazy(ep.name, load, summary=f"(from entry point {ep.value})",
-                              origin=f"entry point {ep.value}", kind="?", demo="")
+                              origin="", kind="?", demo="", entry_point=ep.value)
 
 
 def method_kind(name: str) -> str:

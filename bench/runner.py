@@ -243,7 +243,9 @@ class CellRunner:
         if state.threshold is None:
             self.evaluate(states, i, data)
         assert state.threshold is not None
-        return [(m >= state.threshold).astype(np.uint8) for m in maps]
+        from bench.metrics import binarize
+
+        return [binarize(m, state.threshold).astype(np.uint8) for m in maps]
 
     def calib_name(self, data: SplitData) -> str:
         return calibration_split(self.cell.split, list(data.splits))

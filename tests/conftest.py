@@ -1,0 +1,49 @@
+"""Shared test setup: no hub downloads, no progress bars, tiny data sets built on the fly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("BENCH_PROGRESS", "0")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def write_pair(root: Path, split: str, stem: str, image: np.ndarray, mask: np.ndarray) -> None:
+    """Write one SMOKE5K-style image/mask pair (jpg image, png mask with {0, 255})."""
+    from PIL import Image
+
+    (root / split / "img").mkdir(parents=True, exist_ok=True)
+    (root / split / "gt").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(root / split / "img" / f"{stem}.jpg", quality=95)
+    Image.fromarray(mask).save(root / split / "gt" / f"{stem}.png")
+
+
+def smoke_frame(rng: np.random.Generator, h: int, w: int, smoke: bool) -> tuple[np.ndarray,
+                                                                                 np.ndarray]:
+    """A frame with a bright blob of 'smoke' (if ``smoke``) and its {0, 255} mask."""
+    image = rng.integers(0, 90, size=(h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    if smoke:
+        cy, cx = rng.integers(h // 4, 3 * h // 4), rng.integers(w // 4, 3 * w // 4)
+        yy, xx = np.mgrid[:h, :w]
+        blob = (yy - cy) ** 2 + (xx - cx) ** 2 < (min(h, w) // 5) ** 2
+        image[blob] = (200, 190, 180)
+        mask[blob] = 255
+    return image, mask
+
+
+@pytest.fixture
+def smoke5k_root(tmp_path: Path) -> Path:
+    """A tiny data set in SMOKE5K's layout: train/{img,gt} (12 frames) and test/{img,gt} (4)."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "smoke5k"
+    for split, n in (("train", 12), ("test", 4)):
+        for i in range(n):
+            image, mask = smoke_frame(rng, 48, 64, smoke=i % 3 != 0)
+            write_pair(root, split, f"{split}_{i:02d}", image, mask)
+    return root
