@@ -262,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser(include)
         args = parser.parse_args(argv)
+        _registries(include)  # report a broken plugin or dataset file (--help tolerated it)
         command = {"list": cmd_list, "run": cmd_run, "table": cmd_table,
                    "compare": cmd_compare}[args.command]
         return command(args)

@@ -117,8 +117,8 @@ def discover(include: Iterable[str | os.PathLike[str]] = ()) -> None:
         for path in sorted(folder.glob("*.py")) if folder.is_dir() else []:
             if path.name.startswith("_") or path.resolve() in _scanned:
                 continue
-            _scanned.add(path.resolve())
             scan_file(path)
+            _scanned.add(path.resolve())
     _discover_entry_points()
 
 

@@ -7,12 +7,14 @@ import sys
 from typing import Any
 
 
-def progress(total: int | None = None, desc: str = "", enabled: bool = True, **kw: Any) -> Any:
-    """A tqdm bar on stderr; disabled by ``enabled=False`` or ``BENCH_PROGRESS=0``."""
+def progress(iterable: Any = None, *, total: int | None = None, desc: str = "",
+             enabled: bool = True, **kw: Any) -> Any:
+    """A tqdm bar on stderr (wrapping ``iterable`` if given); off with ``enabled=False`` or
+    ``BENCH_PROGRESS=0``, and when stderr is not a terminal."""
     from tqdm.auto import tqdm
 
     if os.environ.get("BENCH_PROGRESS", "1") == "0":
         enabled = False
     # disable=None: tqdm hides the bar when stderr is not a terminal (CI logs stay readable)
-    return tqdm(total=total, desc=desc, disable=True if not enabled else None, leave=False, file=sys.stderr,
+    return tqdm(iterable, total=total, desc=desc, disable=True if not enabled else None, leave=False, file=sys.stderr,
                 dynamic_ncols=True, **kw)

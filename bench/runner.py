@@ -147,18 +147,28 @@ class CellRunner:
                            splits=sorted(wanted))
 
     def check_leakage(self, data: SplitData, trains: bool) -> None:
-        """Training must never see the frames it is scored on (nor those thresholds come from)."""
-        if not trains:
-            return
-        if self.cell.split == "train":
+        """Refuse to score frames that training or threshold calibration has seen.
+
+        Frames are compared by id and by content (a hash of the file or pixels), so a copy of a
+        test image under another name in the training folder is caught too.
+        """
+        scored = self.cell.split
+        if trains and scored == "train":
             raise ConfigError(f"'{self.spec.text}' trains on split 'train'; score it on 'val' "
                               "or 'test' (--split)")
-        train = data["train"].source_ids
-        shared = train & data[self.cell.split].source_ids
-        if shared:
-            example = sorted(shared)[0]
-            raise ConfigError(f"test-set leakage: {len(shared)} frame(s) of split "
-                              f"'{self.cell.split}' are also in 'train' (e.g. '{example}')")
+        others = [self.calib_name(data)] + (["train"] if trains else [])
+        for other in dict.fromkeys(others):
+            if other == scored:
+                continue
+            for what, a, b in (("frame id", data[other].source_ids, data[scored].source_ids),
+                               ("image content", data[other].content_keys(),
+                                data[scored].content_keys())):
+                shared = a & b
+                if shared:
+                    example = sorted(shared)[0]
+                    raise ConfigError(
+                        f"test-set leakage: {len(shared)} frame(s) of split '{scored}' are also "
+                        f"in '{other}' (same {what}, e.g. '{example}' in {self.dataset.name})")
 
     # ----------------------------------------------------------------- stages
     def stage_states(self, data: SplitData) -> list[StageState]:

@@ -107,10 +107,10 @@ def discover_datasets(include: Iterable[str | os.PathLike[str]] = ()) -> None:
         for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
             if path.resolve() in _scanned:
                 continue
-            _scanned.add(path.resolve())
             config = parse_dataset_file(path)
             first = config.description.strip().splitlines()[0] if config.description else ""
             DATASETS.register(config.name, config, summary=first, origin=str(path))
+            _scanned.add(path.resolve())
 
 
 def resolve_root(config: DatasetConfig, overrides: dict[str, str]) -> Path | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import overload
 
@@ -32,6 +33,15 @@ class Frame:
     aux: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, object] = field(default_factory=dict)
 
+    def content_key(self) -> str:
+        """A hash of the frame's content (file bytes, or pixels held in memory)."""
+        import hashlib
+
+        if self.image_path is not None:
+            return _file_hash(self.image_path)
+        assert self.image is not None
+        return hashlib.sha1(np.ascontiguousarray(self.image)).hexdigest()
+
     def pixels(self) -> np.ndarray:
         """The full frame, uint8 HxWx3."""
         if self.image is not None:
@@ -42,6 +52,15 @@ class Frame:
             raise InputError(self.image_path, f"decoded size {image.shape[:2]} differs from its "
                                               f"header {self.size}")
         return image
+
+
+@lru_cache(maxsize=None)
+def _file_hash(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha1").hexdigest() if hasattr(
+            hashlib, "file_digest") else hashlib.sha1(fh.read()).hexdigest()
 
 
 @dataclass
@@ -120,6 +139,11 @@ class SampleList(Sequence[Sample]):
     @property
     def source_ids(self) -> set[str]:
         return {r.source_id for r in self.refs}
+
+    def content_keys(self) -> set[str]:
+        """Content hashes of the frames behind the samples (for leakage checks)."""
+        frames = {id(r.frame): r.frame for r in self.refs}
+        return {f.content_key() for f in frames.values()}
 
     def subset(self, keep: Sequence[bool] | np.ndarray, name: str = "") -> SampleList:
         """The samples where ``keep`` is true."""
