@@ -164,7 +164,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.data import DATASETS
+    from bench.data import DATASETS, resolve_root
     from bench.executors import run_cells
     from bench.runner import Cell, RunOptions
     from bench.spec import expand_methods, split_top_level
@@ -174,6 +174,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(out=args.out, profile=args.profile, device=args.device, seed=args.seed,
                          data_roots=_data_roots(args.data_root), include=list(args.include),
                          limit=args.limit, progress=not args.no_progress, n_boot=args.n_boot)
+    for ds in datasets:  # fail before any work if a data root is missing
+        resolve_root(DATASETS.get(ds), options.data_roots)
     cells = [Cell(spec.text, ds, args.split, options) for ds in datasets for spec in specs]
     print(f"bench run: {len(specs)} method(s) x {len(datasets)} data set(s), split "
           f"{args.split}, profile {args.profile}", file=sys.stderr)
@@ -250,7 +252,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError("the two records were scored on different images")
     res = paired_bootstrap(areas_a, areas_b, metric=args.metric, seed=args.seed)
     print(f"{args.metric}: {args.method_a} - {args.method_b} = {100 * res['delta']:+.2f} "
-          f"(95% CI [{100 * res['ci'][0]:+.2f}, {100 * res['ci'][1]:+.2f}], "
+          f"(95% CI [{100 * res['ci_low']:+.2f}, {100 * res['ci_high']:+.2f}], "
           f"p = {res['p_value']:.4f}, {len(ids_a)} images)")
     return 0
 
