@@ -77,9 +77,20 @@ def load_folder_pairs(config: DatasetConfig, split: str, root: Path | None,
 @register_loader("class_folders")
 def load_class_folders(config: DatasetConfig, split: str, root: Path | None,
                        profile: str) -> list[Frame]:
-    """One folder per image label (``smoke/``, ``no_smoke/``), no masks (image-level only)."""
+    """One folder per image label (``smoke/``, ``no_smoke/``), no masks (image-level only).
+
+    A split may be a table ``{ folder = ".", range = [0.6, 0.8] }`` that carves a deterministic,
+    label-stratified share of one folder (`bench.data.split_rules.Carve`).
+    """
     assert root is not None
-    where = root / split_location(config, split)
+    carve = None
+    if isinstance(config.splits.get(split), dict):
+        from bench.data.split_rules import parse_carve
+
+        folder, carve = parse_carve(config, split, config.splits[split])
+        where = root / folder
+    else:
+        where = root / split_location(config, split)
     folders = config.options.get("classes", {"smoke": 1, "no_smoke": 0})
     frames = []
     for folder, label in folders.items():
@@ -89,6 +100,8 @@ def load_class_folders(config: DatasetConfig, split: str, root: Path | None,
         for image in sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
             frames.append(Frame(f"{folder}/{image.stem}", image_size(image), image_path=image,
                                 label=int(label)))
+    if carve is not None:
+        frames = carve.apply(frames)
     if not frames:
         raise InputError(where, f"no images in split '{split}'")
     return frames
