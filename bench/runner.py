@@ -316,6 +316,15 @@ class CellRunner:
         output = _output_of(name)
         eval_split = data[self.cell.split]
         calib = self.calib_name(data)
+        if not eval_split.has_masks:  # image labels only (RISE clips, class folders)
+            from bench.evaluate_image import score_image_level
+
+            score = score_image_level(
+                eval_split.ids, eval_split.labels, self.maps(states, i, self.cell.split, data),
+                output, data[calib].labels, self.maps(states, i, calib, data), calib,
+                n_boot=self.opts.n_boot, seed=self.opts.seed)
+            state.threshold = score.threshold
+            return score
         calib_maps = self.maps(states, i, calib, data) if output == "soft" else None
         score = score_stage(
             eval_samples=eval_split.targets(),
@@ -375,9 +384,10 @@ class CellRunner:
         self.data = data
         states = self.stage_states(data)
         self.check_leakage(data, self.trains)
-        if not data[self.cell.split].has_masks:
-            raise ConfigError(f"split '{self.cell.split}' of '{self.dataset.name}' has no pixel "
-                              "masks to score against")
+        scored = data[self.cell.split]
+        if not scored.has_masks and all(label is None for label in scored.labels):
+            raise ConfigError(f"split '{self.cell.split}' of '{self.dataset.name}' has neither "
+                              "pixel masks nor image labels to score against")
         records = []
         for i in range(len(states)):
             score = self.evaluate(states, i, data)
