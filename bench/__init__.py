@@ -34,6 +34,8 @@ _EXPORTS = {
     "InputError": "bench.errors",
     "register_loader": "bench.data.loaders",
     "DATASETS": "bench.data.config",
+    "TorchSegmenter": "bench.segmenter",
+    "DeepLabV3PlusSegmenter": "bench.segmenter",
 }
 
 __all__ = sorted(_EXPORTS)

