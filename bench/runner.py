@@ -204,6 +204,7 @@ class CellRunner:
         plugin = build_stage(self.spec.stages[i], ctx)
         if isinstance(plugin, CamWrapper):
             plugin.inner = self.ensure_ready(states, i - 1, data)  # type: ignore[assignment]
+        self.prepare_sources(plugin, data)
         state.plugin = plugin
         if plugin.trainable:
             model_dir = ctx.workdir / "model"
@@ -221,6 +222,23 @@ class CellRunner:
             state.timings.setdefault("fit_s", float(done.get("fit_s", 0.0)))
         state.ready = True
         return plugin
+
+    def prepare_sources(self, plugin: Plugin, data: SplitData) -> None:
+        """Ready the sub-pipelines a plugin builds on (``plugin.sources()``, e.g. fusion's
+        inputs or a teacher): each is trained or loaded under its own cache key, as if it ran
+        alone, and the ready CAM sources go to ``plugin.bind_sources`` in the same order."""
+        specs = plugin.sources() if callable(getattr(plugin, "sources", None)) else []
+        ready = []
+        for text in specs:
+            sub = CellRunner(Cell(text, self.cell.dataset, self.cell.split, self.opts))
+            sub_states = sub.stage_states(data)
+            source = sub.ensure_ready(sub_states, len(sub_states) - 1, data)
+            if not isinstance(source, CamSource):
+                raise ConfigError(f"'{self.spec.text}': source '{text}' must be a CAM source "
+                                  "(optionally with wrappers), not a refiner or segmenter")
+            ready.append(source)
+        if specs:
+            plugin.bind_sources(ready)  # type: ignore[attr-defined]
 
     def fit(self, states: list[StageState], i: int, plugin: Plugin, data: SplitData) -> None:
         train = data["train"]
