@@ -1,0 +1,214 @@
+"""bench.crf.dense_crf against pydensecrf2, its effect on a blurred CAM, and the crf refiner."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from bench.crf import dense_crf
+from bench.errors import ConfigError
+from bench.sample import Sample
+
+
+def smoke_scene(seed: int, h: int = 64, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """A smoke-like test image (sky gradient, ground, chimney, grey plume, noise) and its mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    sky = np.stack([110 + 60 * yy / h, 150 + 50 * yy / h, np.full_like(yy, 210)], -1)
+    ground = yy > h * rng.uniform(0.65, 0.8)
+    img = np.where(ground[..., None], np.array([70, 80, 60], np.float32), sky)
+    cx, cw = int(w * rng.uniform(0.25, 0.45)), max(2, w // 16)
+    top = int(h * rng.uniform(0.35, 0.5))
+    img[top:, cx:cx + cw] = (90, 60, 50)
+    plume = np.zeros((h, w), np.float32)
+    x, y, r = cx + cw / 2, float(top), w / 14
+    for _ in range(8):  # discs drifting right and up, growing
+        plume = np.maximum(plume, ((xx - x) ** 2 + (yy - y) ** 2 < r * r).astype(np.float32))
+        x += rng.uniform(0.5, 1.2) * r
+        y -= rng.uniform(0.1, 0.6) * r
+        r *= 1.15
+    plume = ndi.gaussian_filter(plume, 0.6)
+    alpha = 0.85 * plume[..., None]
+    img = (1 - alpha) * img + alpha * np.array([185, 180, 175], np.float32)
+    img = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+    return img, plume > 0.5
+
+
+def blurred_cam(mask: np.ndarray, seed: int) -> np.ndarray:
+    """A CAM-like map: the mask blurred well past its edges, plus a little noise."""
+    rng = np.random.default_rng(seed + 1000)
+    cam = ndi.gaussian_filter(mask.astype(np.float32), mask.shape[1] / 12)
+    cam /= max(float(cam.max()), 1e-6)
+    return np.clip(0.9 * cam + 0.05 + rng.normal(0, 0.03, cam.shape), 0, 1).astype(np.float32)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+@functools.cache
+def load_refiner() -> type:
+    """The DenseCRF class of methods/crf.py, imported by path with registration stubbed out.
+
+    The test uses the class directly, so it neither depends on nor disturbs the registry.
+    """
+    import bench
+
+    path = Path(__file__).resolve().parents[1] / "methods" / "crf.py"
+    spec = importlib.util.spec_from_file_location("_test_methods_crf", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look the module up
+    saved = bench.__dict__.get("register_method")
+    bench.register_method = lambda name, **defaults: (lambda cls: cls)  # type: ignore[attr-defined]
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if saved is None:
+            del bench.register_method  # type: ignore[attr-defined]
+        else:
+            bench.register_method = saved  # type: ignore[attr-defined]
+    return module.DenseCRF
+
+
+@pytest.mark.parametrize("size", [48, 96])
+def test_agrees_with_pydensecrf2(size: int) -> None:
+    pytest.importorskip("pydensecrf.densecrf")
+    for seed in range(3):
+        image, mask = smoke_scene(seed, size, size)
+        cam = blurred_cam(mask, seed)
+        probs = np.stack([1 - cam, cam])
+        ours = dense_crf(image, probs)
+        ref = dense_crf(image, probs, backend="pydensecrf2")
+        assert ours.shape == (2, size, size) and ours.dtype == np.float32
+        np.testing.assert_allclose(ours.sum(0), 1.0, atol=1e-5)
+        agree = (ours.argmax(0) == ref.argmax(0)).mean()
+        assert agree >= 0.99, (seed, agree)
+
+
+def test_agrees_with_pydensecrf2_three_labels_and_other_settings() -> None:
+    pytest.importorskip("pydensecrf.densecrf")
+    image, mask = smoke_scene(7, 64, 64)
+    cam = blurred_cam(mask, 7)
+    probs = np.stack([0.6 * (1 - cam), cam, 0.4 * (1 - cam)])
+    kwargs = {"iterations": 5, "gauss_sxy": 2.0, "gauss_weight": 2.0, "bilateral_sxy": 30.0,
+              "bilateral_srgb": 20.0, "bilateral_weight": 5.0}
+    ours = dense_crf(image, probs, **kwargs)
+    ref = dense_crf(image, probs, backend="pydensecrf2", **kwargs)
+    assert (ours.argmax(0) == ref.argmax(0)).mean() >= 0.99
+
+
+def test_moves_a_blurred_cam_boundary_to_the_image_edge() -> None:
+    for seed in range(3):
+        image, mask = smoke_scene(seed, 96, 96)
+        cam = blurred_cam(mask, seed)
+        q = dense_crf(image, np.stack([1 - cam, cam]))
+        before, after = iou(cam > 0.5, mask), iou(q[1] > 0.5, mask)
+        assert after > before + 0.05, (seed, before, after)
+        assert after > 0.9, (seed, after)
+
+
+def test_zero_iterations_and_zero_weights_return_the_input_distribution() -> None:
+    image, mask = smoke_scene(1, 32, 32)
+    cam = blurred_cam(mask, 1)
+    probs = np.stack([1 - cam, cam])
+    expected = np.clip(probs, 1e-5, 1) / np.clip(probs, 1e-5, 1).sum(0)
+    np.testing.assert_allclose(dense_crf(image, probs, iterations=0), expected, atol=1e-5)
+    np.testing.assert_allclose(dense_crf(image, probs, gauss_weight=0, bilateral_weight=0),
+                               expected, atol=1e-5)
+
+
+def test_threads_do_not_change_results() -> None:
+    image, mask = smoke_scene(2, 200, 200)
+    probs = np.stack([1 - blurred_cam(mask, 2), blurred_cam(mask, 2)])
+    np.testing.assert_array_equal(dense_crf(image, probs, num_threads=1),
+                                  dense_crf(image, probs, num_threads=2))
+
+
+GOOD_IMAGE = np.zeros((8, 9, 3), np.uint8)
+GOOD_PROBS = np.full((2, 8, 9), 0.5, np.float32)
+
+
+@pytest.mark.parametrize(("image", "probs", "kwargs", "match"), [
+    (GOOD_IMAGE.astype(np.float64), GOOD_PROBS, {}, "image must be a uint8"),
+    (np.zeros((8, 9, 1), np.uint8), GOOD_PROBS, {}, "3 colour channels"),
+    (np.zeros((8, 9), np.uint8), GOOD_PROBS, {}, "3 colour channels"),
+    (GOOD_IMAGE, GOOD_PROBS.astype(np.int64), {}, "probs must be float32 or float64"),
+    (GOOD_IMAGE, np.full((2, 9, 8), 0.5, np.float32), {}, r"probs must have shape \(K, H, W\)"),
+    (GOOD_IMAGE, GOOD_PROBS[0], {}, r"probs must have shape \(K, H, W\)"),
+    (GOOD_IMAGE, GOOD_PROBS[:1], {}, "at least 2 labels"),
+    (GOOD_IMAGE, GOOD_PROBS * 3, {}, r"probabilities in \[0, 1\]"),
+    (GOOD_IMAGE, GOOD_PROBS * np.nan, {}, r"probabilities in \[0, 1\]"),
+    (GOOD_IMAGE, GOOD_PROBS, {"iterations": -1}, "iterations"),
+    (GOOD_IMAGE, GOOD_PROBS, {"iterations": 2.5}, "iterations"),
+    (GOOD_IMAGE, GOOD_PROBS, {"gauss_sxy": 0}, "gauss_sxy must be > 0"),
+    (GOOD_IMAGE, GOOD_PROBS, {"bilateral_srgb": -1}, "bilateral_srgb must be > 0"),
+    (GOOD_IMAGE, GOOD_PROBS, {"bilateral_weight": float("inf")}, "bilateral_weight"),
+    (GOOD_IMAGE, GOOD_PROBS, {"clip": 0}, "clip"),
+    (GOOD_IMAGE, GOOD_PROBS, {"backend": "opencv"}, "backend must be one of"),
+    (GOOD_IMAGE, GOOD_PROBS, {"num_threads": -2}, "num_threads"),
+])
+def test_bad_inputs_raise_value_error(image: np.ndarray, probs: np.ndarray, kwargs: dict,
+                                      match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        dense_crf(image, probs, **kwargs)
+
+
+def test_missing_pydensecrf2_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pydensecrf", None)
+    monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
+    with pytest.raises(ImportError, match=r"pip install 'smoke-wsss-bench\[crf\]'"):
+        dense_crf(GOOD_IMAGE, GOOD_PROBS, backend="pydensecrf2")
+    refiner = load_refiner()(load_refiner().Params(backend="pydensecrf2"))
+    with pytest.raises(ConfigError, match=r"pip install 'smoke-wsss-bench\[crf\]'"):
+        refiner.refine(Sample("x", GOOD_IMAGE), GOOD_PROBS[1])
+
+
+# --- the crf refiner (methods/crf.py), used directly -------------------------------------------
+
+def test_refiner_returns_a_sharper_soft_map() -> None:
+    cls = load_refiner()
+    assert cls.output == "soft" and cls.demo == "dark_channel+crf"
+    refiner = cls()
+    assert refiner.params.iterations == 10 and refiner.params.backend == "bench"
+    image, mask = smoke_scene(3, 80, 80)
+    cam = blurred_cam(mask, 3)
+    out = refiner.refine(Sample("s", image, 1, mask.astype(np.uint8)), cam)
+    assert out.shape == cam.shape and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert iou(out > 0.5, mask) > iou(cam > 0.5, mask) + 0.05
+
+
+def test_refiner_handles_saturated_cams() -> None:
+    refiner = load_refiner()()
+    image, _ = smoke_scene(4, 32, 32)
+    for cam in (np.zeros((32, 32), np.float32), np.ones((32, 32), np.float32)):
+        out = refiner.refine(Sample("s", image), cam)
+        assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+        assert abs(float(out.mean()) - float(cam.mean())) < 1e-3  # no evidence to move
+
+
+def test_refiner_backends_agree() -> None:
+    pytest.importorskip("pydensecrf.densecrf")
+    cls = load_refiner()
+    image, mask = smoke_scene(5, 64, 64)
+    cam = blurred_cam(mask, 5)
+    sample = Sample("s", image)
+    ours = cls().refine(sample, cam)
+    ref = cls(cls.Params(backend="pydensecrf2")).refine(sample, cam)
+    assert ((ours > 0.5) == (ref > 0.5)).mean() >= 0.99
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("iterations", -1), ("gauss_sxy", 0.0), ("bilateral_srgb", -3.0), ("clip", 0.5),
+    ("backend", "cuda"),
+])
+def test_refiner_params_are_validated(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        load_refiner().Params(**{field: value})
