@@ -12,7 +12,7 @@ import pytest
 
 from bench.cli import main
 from bench.data import load_splits
-from bench.data.config import parse_dataset_file
+from bench.data.config import DatasetConfig, parse_dataset_file
 from bench.data.rise import clip_label, load_rise, sample_indices, video_backend
 from bench.errors import ConfigError, InputError
 from bench.evaluate_image import (
@@ -83,7 +83,7 @@ def rise_root(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
     return root, entries
 
 
-def dataset(tmp_path: Path, body: str, name: str = "rise_test") -> Any:
+def dataset(tmp_path: Path, body: str, name: str = "rise_test") -> DatasetConfig:
     path = tmp_path / f"{name}.toml"
     path.write_text(f'name = "{name}"\nloader = "rise"\n{body}', encoding="utf-8")
     return parse_dataset_file(path)
