@@ -104,8 +104,8 @@ test = "split/metadata_test_split_0_by_camera.json"
     (47, -1, 1), (32, -1, 0), (23, -1, 1), (16, -1, 0),  # researchers decide
     (23, 16, 1), (16, 23, 0),  # ... even against the volunteers
     (-1, 23, 1), (-1, 16, 0), (-1, 19, 1), (-1, 20, 0),  # else volunteers' strong/weak
-    (-1, 5, None), (-1, 4, None), (-1, 3, None), (-1, -1, None), (-2, 23, 1),
-    (-1, -2, None), (-2, -2, None),
+    (-1, 5, None), (-1, 4, None), (-1, 3, None), (-1, -1, None),
+    (-2, 23, None), (23, -2, None), (-2, -2, None),  # bad videos are never used
 ])
 def test_label_rule_of_deep_smoke_machine(admin: int, citizen: int, label: int | None) -> None:
     assert clip_label({"label_state_admin": admin, "label_state": citizen})[0] == label

@@ -51,6 +51,11 @@ VIDEO_EXTRA = "pip install 'smoke-wsss-bench[video]'"
 # 16 (strong neg), 19 (weak pos: two disagree, the third says smoke) or 20 (weak neg). Every
 # other state (5/4 maybe, 3 discord, -1 no data, -2 bad video) leaves the clip unlabelled and
 # the repository drops it. The weights are the repository's confidence of the aggregate.
+# One deliberate difference: a clip that researchers marked bad (-2 in either state) is dropped
+# even if the other state would label it, because the dataset README (label state -2) says bad
+# videos "should not be used in building the model"; aggregate_label would fall back to the
+# volunteers' label there.
+BAD_VIDEO = -2
 ADMIN_LABELS = {47: (1, 1.0), 32: (0, 1.0), 23: (1, None), 16: (0, None)}
 CITIZEN_LABELS = {23: (1, 1.0), 16: (0, 1.0), 19: (1, 0.66), 20: (0, 0.66)}
 _ADMIN_WEIGHT = {  # (admin label, citizen state) -> weight, as in aggregate_label
@@ -83,6 +88,8 @@ def clip_label(entry: dict[str, Any]) -> tuple[int | None, float | None]:
         if label in (0, 1) and not isinstance(label, bool):
             weight = entry.get("weight")
             return int(label), float(weight) if isinstance(weight, (int, float)) else None
+        return None, None
+    if BAD_VIDEO in (admin, citizen):
         return None, None
     if admin in ADMIN_LABELS:
         label, weight = ADMIN_LABELS[admin]
