@@ -520,5 +520,8 @@ def load_coco(config: DatasetConfig, split: str, root: Path | None,
         frame.meta["copies"] = copies
         frames.append(frame)
     if not frames:
-        raise InputError(root, f"no images in split '{split}' of data set '{config.name}'")
+        hint = "" if opts.split_by == "folders" else (
+            f" (split_by = \"{opts.split_by}\" assigned none of its frames here; check the "
+            "test_/val_ options and val_fraction)")
+        raise InputError(root, f"no images in split '{split}' of data set '{config.name}'{hint}")
     return frames

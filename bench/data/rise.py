@@ -394,5 +394,8 @@ def load_rise(config: DatasetConfig, split: str, root: Path | None,
             frames.append(ClipFrame(f"{name}#{index}", size, clip, index, wanted, backend,
                                     label, {**meta, "frame": index}))
     if not frames:
-        raise InputError(meta_path, f"no labelled clips with videos in split '{split}'")
+        hint = "" if opts.split_by == "files" else (
+            f" (split_by = \"{opts.split_by}\" assigned none of its clips here; check the "
+            "test_/val_ options and val_fraction)")
+        raise InputError(meta_path, f"no labelled clips with videos in split '{split}'{hint}")
     return frames
