@@ -203,7 +203,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     from bench.atomic import atomic_path
     from bench.records import load_records
-    from bench.table import ablation, frame, leaderboard, pivot, render
+    from bench.table import ablation, frame, image_leaderboard, leaderboard, pivot, render
 
     df = frame(load_records(args.out))
     if df.empty:
@@ -224,8 +224,10 @@ def cmd_table(args: argparse.Namespace) -> int:
         table = ablation(df, args.ablation, labels)
     elif args.pivot:
         table = pivot(df, args.pivot, metric=args.metric)
+    elif (df["level"] == "image").all():
+        table = image_leaderboard(df)
     else:
-        table = leaderboard(df)
+        table = leaderboard(df[df["level"] == "pixel"])
     text = render(table, args.format)
     if args.output:
         with atomic_path(args.output) as tmp:

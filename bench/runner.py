@@ -371,6 +371,7 @@ class CellRunner:
             "profile": self.opts.profile,
             "seed": self.opts.seed,
             "device": self.device_used(),
+            "level": "pixel" if data[self.cell.split].has_masks else "image",
             "n_images": score.n_images,
             "metrics": score.metrics,
             "ci": score.ci,

@@ -31,6 +31,7 @@ COLUMN_DOCS = {
     "thr": "threshold applied to soft maps, chosen on the calibration split ('-': label maps)",
     "chimney": "share of map mass on chimney pixels (synthetic only; lower is better)",
     "steam": "share of map mass on steam pixels (synthetic only; lower is better)",
+    "fp_pixel_rate_neg": "image level: mean predicted smoke fraction on no-smoke frames (%)",
 }
 
 
@@ -42,10 +43,13 @@ def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
             "method": rec["method"], "pipeline": rec["pipeline"], "stage": rec["stage"],
             "stage_kind": rec["stage_kind"], "dataset": rec["dataset"], "split": rec["split"],
             "profile": rec["profile"], "seed": rec["seed"], "n": rec["n_images"],
+            "level": rec.get("level", "pixel"),
             "date": rec.get("provenance", {}).get("date", ""),
             "thr": (rec.get("threshold") or {}).get("value"),
             "ci_lo": rec.get("ci", {}).get("mIoU", [None, None])[0],
             "ci_hi": rec.get("ci", {}).get("mIoU", [None, None])[1],
+            "f1_lo": rec.get("ci", {}).get("F1", [None, None])[0],
+            "f1_hi": rec.get("ci", {}).get("F1", [None, None])[1],
         }
         row.update({k: v for k, v in rec.get("metrics", {}).items()})
         row.update({k: v for k, v in (rec.get("distractors") or {}).items()})
@@ -83,6 +87,24 @@ def leaderboard(df: pd.DataFrame, metrics: Sequence[str] = METRIC_COLUMNS) -> pd
     for aux in ("chimney", "steam"):
         if aux in final and final[aux].notna().any():
             out[aux] = final[aux].map(_pct)
+    return out.reset_index(drop=True)
+
+
+IMAGE_LEVEL_COLUMNS = ("precision", "recall", "F1", "accuracy", "fp_pixel_rate_neg")
+
+
+def image_leaderboard(df: pd.DataFrame) -> pd.DataFrame:
+    """Final-stage rows scored at image level (no masks), best F1 first."""
+    final = df[df["method"] == df["pipeline"]].sort_values(["dataset", "F1"],
+                                                           ascending=[True, False])
+    out = pd.DataFrame({"method": final["method"], "dataset": final["dataset"],
+                        "n": final["n"]})
+    for m in IMAGE_LEVEL_COLUMNS:
+        if m in final:
+            out[m] = final[m].map(_pct)
+        if m == "F1":
+            out["F1 95% CI"] = [f"[{_pct(lo)}, {_pct(hi)}]"
+                                for lo, hi in zip(final["f1_lo"], final["f1_hi"], strict=True)]
     return out.reset_index(drop=True)
 
 
@@ -153,7 +175,11 @@ def leaderboard_markdown(df: pd.DataFrame) -> str:
              ""]
     if df.empty:
         return "\n".join([*lines, "(no records)", ""])
-    for (profile, seed, split), sub in df.groupby(["profile", "seed", "split"]):
+    for (profile, seed, split, level), sub in df.groupby(["profile", "seed", "split", "level"]):
+        if level == "image":
+            lines += [f"## split `{split}`, profile `{profile}`, seed {seed}: image level "
+                      "(no masks)", "", render(image_leaderboard(sub), "md")]
+            continue
         lines += [f"## split `{split}`, profile `{profile}`, seed {seed}", ""]
         lines.append(render(leaderboard(sub), "md"))
     lines += ["### Columns", ""]
