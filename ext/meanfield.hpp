@@ -28,15 +28,23 @@ struct CrfParams {
     int iterations = 10;
 };
 
-// q (K x n, channel-major) <- softmax over channels of (-unary + msg); msg may be null.
-inline void softmax_update(const float *unary, const float *msg, float *q, int K, int64_t n,
-                           int threads) {
+// q (K x n, channel-major) <- softmax over channels of (-unary + msg); msg may be null. With
+// `total` given, msg holds only the first K-1 channels and the last one is total - sum(msg).
+inline void softmax_update(const float *unary, const float *msg, const float *total, float *q,
+                           int K, int64_t n, int threads) {
     parallel_for(n, threads, [&](int64_t lo, int64_t hi) {
         std::vector<float> x(static_cast<size_t>(K));
         for (int64_t i = lo; i < hi; ++i) {
-            float top = -INFINITY;
+            float top = -INFINITY, rest = total ? total[i] : 0.f;
             for (int k = 0; k < K; ++k) {
-                x[k] = -unary[k * n + i] + (msg ? msg[k * n + i] : 0.f);
+                float m = 0.f;
+                if (msg && (!total || k < K - 1)) {
+                    m = msg[k * n + i];
+                    rest -= m;
+                } else if (total) {
+                    m = rest;
+                }
+                x[k] = -unary[k * n + i] + m;
                 top = std::max(top, x[k]);
             }
             float sum = 0.f;
@@ -64,7 +72,7 @@ std::vector<float> symmetric_norm(const Lattice<D> &lattice, int threads) {
 inline void dense_crf(const uint8_t *image, int64_t h, int64_t w, const float *unary, int K,
                       const CrfParams &p, float *q, int threads) {
     const int64_t n = h * w;
-    softmax_update(unary, nullptr, q, K, n, threads);
+    softmax_update(unary, nullptr, nullptr, q, K, n, threads);
     if (p.iterations <= 0) return;
 
     std::unique_ptr<Lattice<2>> gauss;
@@ -91,20 +99,29 @@ inline void dense_crf(const uint8_t *image, int64_t h, int64_t w, const float *u
         bilateral_norm = symmetric_norm(*bilateral, threads);
     }
 
-    std::vector<float> msg(static_cast<size_t>(K * n), 0.f);
+    // Potts messages are weight * K~ Q_k per label. Q sums to one over labels at every pixel,
+    // so K~ Q_last = K~ 1 - sum_{k<last} K~ Q_k: only K-1 channels need filtering, against a
+    // per-pixel total sum_kernels weight * K~ 1 computed once.
+    const int filtered = K - 1;
+    const float *const kNoScale = nullptr;
+    std::vector<float> total(static_cast<size_t>(n), 0.f);
+    if (gauss)
+        gauss->filter(gauss_norm.data(), total.data(), 1, threads, kNoScale, gauss_norm.data(),
+                      p.gauss_weight, false);
+    if (bilateral)
+        bilateral->filter(bilateral_norm.data(), total.data(), 1, threads, kNoScale,
+                          bilateral_norm.data(), p.bilateral_weight, gauss != nullptr);
+    std::vector<float> msg(static_cast<size_t>(filtered * n), 0.f);
     for (int it = 0; it < p.iterations; ++it) {
-        bool written = false;
-        if (gauss) {
-            gauss->filter(q, msg.data(), K, threads, gauss_norm.data(), gauss_norm.data(),
+        if (gauss)
+            gauss->filter(q, msg.data(), filtered, threads, gauss_norm.data(), gauss_norm.data(),
                           p.gauss_weight, false);
-            written = true;
-        }
-        if (bilateral) {
-            bilateral->filter(q, msg.data(), K, threads, bilateral_norm.data(),
-                              bilateral_norm.data(), p.bilateral_weight, written);
-            written = true;
-        }
-        softmax_update(unary, written ? msg.data() : nullptr, q, K, n, threads);
+        if (bilateral)
+            bilateral->filter(q, msg.data(), filtered, threads, bilateral_norm.data(),
+                              bilateral_norm.data(), p.bilateral_weight, gauss != nullptr);
+        const bool any = gauss || bilateral;
+        softmax_update(unary, any ? msg.data() : nullptr, any ? total.data() : nullptr, q, K, n,
+                       threads);
     }
 }
 
