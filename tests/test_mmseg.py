@@ -36,7 +36,7 @@ class NotATensor:
 def mmseg_ok() -> None:
     ok, reason = compat.available()
     if not ok:
-        pytest.skip(f"mmseg extra not installed ({reason}); pip install -e '.[mmseg]'")
+        pytest.skip(f"mmseg extra not installed: {reason}")
 
 
 def plugin(tmp_path: Path, **params: Any) -> Any:
