@@ -1,0 +1,84 @@
+"""Speed of the compiled lattice: dense CRF against pydensecrf2, bilateral filter throughput.
+
+- ``dense_crf`` on a 512x512 smoke-like image, 2 labels, 10 iterations, default kernels
+  (Gaussian sxy 3 / weight 3, bilateral sxy 80 / srgb 13 / weight 10), ours (1 thread and all
+  threads) against pydensecrf2 with the same settings; times include lattice construction.
+- ``bilateral_filter`` on a batch of 8 images with 2 channels at 512x512, in Mpix/s
+  (images x pixels per second), on 1 thread and on all threads (`bench.crf.get_num_threads`).
+
+The summary at the end of the run gives the ratios. Nothing asserts a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench.crf import bilateral_filter, dense_crf, get_num_threads
+
+ROUNDS = 5
+
+
+def _mean(benchmark: Any) -> float:
+    return float(benchmark.stats.stats.mean)
+
+
+def _probs(cam: np.ndarray) -> np.ndarray:
+    return np.stack([1 - cam, cam])
+
+
+@pytest.mark.parametrize("threads", ["1", "all"])
+def test_dense_crf_512(benchmark: Any, scenes512: list, bench_report: dict, report: Any,
+                       threads: str) -> None:
+    image, cam = scenes512[0]
+    n = 1 if threads == "1" else get_num_threads()
+    benchmark.group = "dense_crf 512x512 K=2 10 it"
+    benchmark.extra_info["threads"] = n
+    q = benchmark.pedantic(dense_crf, args=(image, _probs(cam)),
+                           kwargs={"num_threads": n}, rounds=ROUNDS, warmup_rounds=1)
+    assert q.shape == (2, 512, 512)
+    bench_report[f"crf_{threads}"] = _mean(benchmark)
+    _ratio_line(bench_report, report)
+
+
+def test_dense_crf_512_pydensecrf2(benchmark: Any, scenes512: list, bench_report: dict,
+                                   report: Any) -> None:
+    pytest.importorskip("pydensecrf.densecrf")
+    image, cam = scenes512[0]
+    benchmark.group = "dense_crf 512x512 K=2 10 it"
+    q = benchmark.pedantic(dense_crf, args=(image, _probs(cam)),
+                           kwargs={"backend": "pydensecrf2"}, rounds=ROUNDS, warmup_rounds=1)
+    assert q.shape == (2, 512, 512)
+    bench_report["crf_pydensecrf2"] = _mean(benchmark)
+    _ratio_line(bench_report, report)
+
+
+def _ratio_line(results: dict, report: Any) -> None:
+    if "crf_pydensecrf2" in results and "crf_1" in results and "crf_all" in results:
+        ref = results["crf_pydensecrf2"]
+        report(f"dense_crf 512x512 K=2 10 it: pydensecrf2 {ref * 1e3:.0f} ms, ours "
+               f"{results['crf_1'] * 1e3:.0f} ms on 1 thread ({ref / results['crf_1']:.2f}x), "
+               f"{results['crf_all'] * 1e3:.0f} ms on {get_num_threads()} threads "
+               f"({ref / results['crf_all']:.2f}x faster)")
+
+
+@pytest.mark.parametrize("threads", ["1", "all"])
+def test_bilateral_batch_8x2x512(benchmark: Any, scenes512: list, bench_report: dict,
+                                 report: Any, threads: str) -> None:
+    images = np.stack([image for image, _ in scenes512])
+    values = np.stack([_probs(cam) for _, cam in scenes512]).astype(np.float32)
+    n = 1 if threads == "1" else get_num_threads()
+    benchmark.group = "bilateral_filter 8x2x512x512"
+    out = benchmark.pedantic(bilateral_filter, args=(images, values, 80.0, 13.0),
+                             kwargs={"num_threads": n}, rounds=ROUNDS, warmup_rounds=1)
+    assert out.shape == values.shape
+    mpix = images.shape[0] * 512 * 512 / _mean(benchmark) / 1e6
+    benchmark.extra_info["threads"] = n
+    benchmark.extra_info["mpix_per_s"] = mpix
+    bench_report[f"bilateral_{threads}"] = mpix
+    if "bilateral_1" in bench_report and "bilateral_all" in bench_report:
+        one, all_ = bench_report["bilateral_1"], bench_report["bilateral_all"]
+        report(f"bilateral_filter 8x2x512x512 (sxy 80, srgb 13): {one:.1f} Mpix/s on 1 thread, "
+               f"{all_:.1f} Mpix/s on {get_num_threads()} threads (scaling {all_ / one:.2f}x)")
