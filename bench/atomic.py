@@ -38,9 +38,8 @@ def write_json(path: Path, data: Any) -> None:
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write a compressed ``.npz`` atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 @contextmanager

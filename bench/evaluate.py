@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.data.frames import Target
 from bench.metrics import (
     DEFAULT_THRESHOLDS,
     AreaAccumulator,
@@ -17,7 +18,6 @@ from bench.metrics import (
     distractor_mass,
     metrics_from_areas,
 )
-from bench.data.frames import Target
 
 #: Thresholds of the sweep (0.02 ... 1.00). 0 is left out: "cam >= 0" would call every pixel
 #: smoke, which would let an all-zero map pose as all-smoke.
@@ -48,7 +48,8 @@ def score_stage(eval_samples: Sequence[Target], eval_maps: Sequence[np.ndarray],
 
     Soft maps are binarised at the threshold that maximises mIoU on the calibration split
     (never on the scored split); label maps are scored as they are (an ignore value 255 in a
-    prediction counts as background: it is neither a hit nor a false alarm). The 95% interval comes from a bootstrap over images.
+    prediction counts as background: it is neither a hit nor a false alarm). The 95% interval
+    comes from a bootstrap over images.
     """
     threshold = None
     info = None
@@ -62,18 +63,17 @@ def score_stage(eval_samples: Sequence[Target], eval_maps: Sequence[np.ndarray],
             sweep.add(cam, sample.mask, sample.id)
         threshold, calib_value = sweep.best_threshold("mIoU")
         threshold = float(threshold)
+        grid = [float(SWEEP_THRESHOLDS[0]), float(SWEEP_THRESHOLDS[-1]),
+                float(SWEEP_THRESHOLDS[1] - SWEEP_THRESHOLDS[0])]
         info = {"value": threshold, "chosen_on": calib_name, "criterion": "mIoU",
-                "calibration_mIoU": float(calib_value), "grid": [float(SWEEP_THRESHOLDS[0]),
-                float(SWEEP_THRESHOLDS[-1]), float(SWEEP_THRESHOLDS[1] - SWEEP_THRESHOLDS[0])]}
+                "calibration_mIoU": float(calib_value), "grid": grid}
     acc = AreaAccumulator()
     mass = {"total": 0.0}
     for sample, m in zip(eval_samples, eval_maps, strict=True):
         if sample.mask is None:
             raise ValueError(f"sample {sample.id} has no mask to score against")
-        if output == "soft":
-            pred = binarize(m, threshold)
-        else:
-            pred = (np.asarray(m) == 1).astype(np.uint8)
+        pred = (binarize(m, threshold) if output == "soft"
+                else (np.asarray(m) == 1).astype(np.uint8))
         acc.add(pred, sample.mask, sample.id)
         if sample.aux:
             weights = m.astype(np.float64) if output == "soft" else pred.astype(np.float64)

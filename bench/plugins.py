@@ -33,6 +33,7 @@ MODULE_PREFIX = "smoke_wsss_bench_plugins"
 KNOWN_BASES: dict[str, str] = {
     "CamSource": "cam", "CamWrapper": "wrapper", "Refiner": "refiner", "Segmenter": "segmenter",
     "ClassifierCam": "cam", "TorchSegmenter": "segmenter",
+    "MultiSourceCam": "cam", "ConsistencyCam": "cam",
     "DeepLabV3PlusSegmenter": "segmenter",
 }
 
@@ -88,7 +89,7 @@ def _summary(doc: str | None) -> str:
 
 # --------------------------------------------------------------------------- discovery
 def builtin_dir(kind: str) -> Path:
-    """The built-in ``methods`` or ``datasets`` folder: the source tree's, else the installed copy."""
+    """The built-in ``methods`` or ``datasets`` folder (source tree first, else installed)."""
     package = Path(__file__).resolve().parent
     source = package.parent / kind
     if (package.parent / "pyproject.toml").is_file() and source.is_dir():
@@ -97,7 +98,7 @@ def builtin_dir(kind: str) -> Path:
 
 
 def include_dirs(extra: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
-    """Folders named by ``--include`` plus the ``BENCH_INCLUDE`` variable (``os.pathsep``-separated)."""
+    """Folders named by ``--include`` plus those in ``BENCH_INCLUDE`` (``os.pathsep``-separated)."""
     env = [p for p in os.environ.get("BENCH_INCLUDE", "").split(os.pathsep) if p]
     dirs = []
     for item in [*env, *extra]:
@@ -231,9 +232,9 @@ def _discover_entry_points() -> None:
 
         def load(ep: Any = ep) -> None:
             obj = ep.load()
-            if ep.name not in METHODS or METHODS.entry(ep.name).obj is None:
-                if isinstance(obj, type):
-                    register_method(ep.name)(obj)
+            registered = ep.name in METHODS and METHODS.entry(ep.name).obj is not None
+            if not registered and isinstance(obj, type):
+                register_method(ep.name)(obj)
 
         # no origin: the module may register the name itself when imported (replacing this)
         METHODS.register_lazy(ep.name, load, summary=f"(from entry point {ep.value})",

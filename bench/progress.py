@@ -16,5 +16,6 @@ def progress(iterable: Any = None, *, total: int | None = None, desc: str = "",
     if os.environ.get("BENCH_PROGRESS", "1") == "0":
         enabled = False
     # disable=None: tqdm hides the bar when stderr is not a terminal (CI logs stay readable)
-    return tqdm(iterable, total=total, desc=desc, disable=True if not enabled else None, leave=False, file=sys.stderr,
+    disable = True if not enabled else None
+    return tqdm(iterable, total=total, desc=desc, disable=disable, leave=False, file=sys.stderr,
                 dynamic_ncols=True, **kw)

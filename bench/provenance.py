@@ -11,8 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("smoke-wsss-bench", "torch", "torchvision", "timm", "numpy", "segmentation-models-pytorch",
-            "pydensecrf2", "pandas", "scipy", "pillow")
+PACKAGES = ("smoke-wsss-bench", "torch", "torchvision", "timm", "numpy",
+            "segmentation-models-pytorch", "pydensecrf2", "pandas", "scipy", "pillow")
 
 
 @lru_cache(maxsize=1)

@@ -59,5 +59,5 @@ def test_lazy_entry_loads_once_on_first_use() -> None:
 def test_lazy_entry_that_does_not_register_is_reported() -> None:
     reg: Registry[str] = Registry("thing")
     reg.register_lazy("ghost", lambda: None, origin="ghost.py")
-    with pytest.raises(ConfigError, match="ghost.py was imported but did not register"):
+    with pytest.raises(ConfigError, match=r"ghost\.py was imported but did not register"):
         reg.get("ghost")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import overload
 
@@ -54,7 +54,7 @@ class Frame:
         return image
 
 
-@lru_cache(maxsize=None)
+@cache
 def _file_hash(path: Path) -> str:
     import hashlib
 
