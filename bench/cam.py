@@ -1,0 +1,407 @@
+"""CAM sources on image classifiers, and the map operations CAM wrappers share.
+
+`ClassifierCam` owns the machinery a classifier CAM method needs, pytorch-grad-cam style: a
+method file only registers it under a name with defaults (``backbone="resnet101"``) and
+overrides a hook when it does something different (`ClassifierCam.training_step`,
+`ClassifierCam.cam_from_grid`, ...).
+
+CAM extraction is one forward pass per batch, no backward:
+
+- CNN: classic CAM, ``relu(w · f(p))`` over the last feature map ``f`` with the classifier's
+  weights ``w`` (for a global-average-pooled linear head this equals Grad-CAM).
+- ViT: patch-token CAM, the same product over the final (normed) patch tokens put back on
+  their grid; the classifier is built to average patch tokens, so the CAM is exact too.
+
+Maps are upsampled (bilinear) to the image size and normalised to [0, 1] per image
+(``normalize``: ``minmax``, ``max``, or ``sigmoid`` of the per-position logits, bias included,
+which keeps smoke-free images dark). ``layers`` names modules whose outputs give CAMs instead of
+the final features (ViT blocks ``blocks.9``, ResNet blocks ``layer4.1``); several are fused
+(``layer_fusion``: mean, max, gmean).
+
+Images are scaled before the forward pass by the factor the classifier was trained at
+(``input_size`` over the training images' median size; ``cam_scale`` overrides it), keeping
+their aspect ratio, sides rounded to a multiple of the network stride. So a classifier trained
+on 128-px crops of large photos reads the photos at native resolution, and wrappers that rescale
+or tile the image (multi-scale, sliding window) compose with it.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.classifier import (
+    TimmNet,
+    TrainSettings,
+    WeightsSpec,
+    checkpoint_path,
+    create_net,
+    image_set,
+    resolve_weights,
+    settings_dict,
+    train,
+)
+from bench.errors import ConfigError
+from bench.sample import Sample
+from bench.stages import CamSource
+
+NORMALIZE = ("minmax", "max", "sigmoid")
+FUSE = ("mean", "max", "gmean")
+
+
+# --------------------------------------------------------------------------- map operations
+def fuse_maps(maps: Sequence[np.ndarray], mode: str = "mean") -> np.ndarray:
+    """Fuse same-sized maps in [0, 1]: ``mean``, ``max`` or ``gmean`` (geometric mean)."""
+    if not maps:
+        raise ValueError("fuse_maps needs at least one map")
+    if mode not in FUSE:
+        raise ConfigError(f"fusion mode must be one of {', '.join(FUSE)}, not '{mode}'")
+    if len(maps) == 1:
+        return np.asarray(maps[0], dtype=np.float32)
+    stack = np.stack([np.asarray(m, dtype=np.float64) for m in maps])
+    if mode == "mean":
+        out = stack.mean(0)
+    elif mode == "max":
+        out = stack.max(0)
+    else:
+        out = np.prod(np.clip(stack, 0.0, None), axis=0) ** (1.0 / len(maps))
+    return out.astype(np.float32)
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a uint8 HxWx3 image to ``size`` = (height, width), bilinear with antialiasing."""
+    h, w = int(size[0]), int(size[1])
+    if image.shape[:2] == (h, w):
+        return image
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    y = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    return y[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a float HxW map to ``size`` = (height, width), bilinear (half-pixel centres)."""
+    h, w = int(size[0]), int(size[1])
+    cam = np.asarray(cam, dtype=np.float32)
+    if cam.shape == (h, w):
+        return cam
+    x = torch.from_numpy(np.ascontiguousarray(cam))[None, None]
+    antialias = h < cam.shape[0] or w < cam.shape[1]
+    y = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=antialias)
+    return y[0, 0].numpy()
+
+
+def window_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of windows of ``tile`` every ``stride`` along ``length``, the last one flush
+    with the end (one window when ``tile`` covers ``length``)."""
+    if tile >= length:
+        return [0]
+    stride = max(1, stride)
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    return starts
+
+
+def _normalize_batch(cam: torch.Tensor, how: str, eps: float = 1e-12) -> torch.Tensor:
+    """Per-image normalisation of BxHxW maps to [0, 1] (constant maps become zeros)."""
+    if how == "sigmoid":
+        return cam.clamp(0, 1)
+    flat = cam.flatten(1)
+    hi = flat.max(1).values.view(-1, 1, 1)
+    lo = flat.min(1).values.view(-1, 1, 1) if how == "minmax" else torch.zeros_like(hi)
+    span = hi - lo
+    out = (cam - lo) / torch.where(span > eps, span, torch.ones_like(span))
+    return torch.where(span > eps, out, torch.zeros_like(out)).clamp(0, 1)
+
+
+# --------------------------------------------------------------------------- classifier CAM
+class ClassifierCam(CamSource):
+    """CAMs of an image-level smoke classifier on a timm backbone (trained on image labels)."""
+
+    trainable: ClassVar[bool] = True
+    label: ClassVar[str] = "Classifier CAM"
+
+    @dataclass
+    class Params:
+        """Parameters (defaults: the full profile; ``profiles["quick"]`` shrinks them).
+
+        backbone: any timm model name.
+        weights: initial weights: ``none``, ``hub`` (timm's pretrained, needs the internet),
+            ``package`` (EfficientNet-Lite0 ImageNet weights from the pip package), or a path.
+        pretrained: ``true`` is the same as ``weights=hub``.
+        input_size: training resolution (square); crops are taken at this size.
+        epochs, batch_size, lr, weight_decay, warmup_epochs, min_lr_ratio, clip_grad: AdamW
+            with linear warm-up and cosine decay to ``lr * min_lr_ratio``.
+        amp: mixed precision (CUDA only; ignored on CPU).
+        crop_scale: smallest area fraction of random resized crops (1: no crops).
+        hflip, jitter: horizontal flips; colour jitter strength (0: none).
+        balance: weight positives by negatives/positives in the loss.
+        output_stride: 8/16 dilate the last stages of CNNs that support it (0: native 32).
+        drop_path: stochastic depth rate.
+        layers: modules whose outputs give CAMs (``blocks.9:blocks.11``); empty: final features.
+        layer_fusion: how CAMs of several layers combine: mean, max, gmean.
+        normalize: minmax, max, or sigmoid (per-position probabilities).
+        cam_scale: factor images are scaled by before the forward pass (0: as in training).
+        batch_infer: images per forward pass when computing CAMs.
+        """
+
+        backbone: str = "resnet50"
+        weights: str = "hub"
+        pretrained: bool = False
+        input_size: int = 224
+        epochs: int = 15
+        batch_size: int = 32
+        lr: float = 1e-4
+        weight_decay: float = 0.05
+        warmup_epochs: float = 1.0
+        min_lr_ratio: float = 0.01
+        clip_grad: float = 1.0
+        amp: bool = True
+        crop_scale: float = 0.5
+        hflip: bool = True
+        jitter: float = 0.1
+        balance: bool = True
+        output_stride: int = 0
+        drop_path: float = 0.0
+        layers: tuple[str, ...] = ()
+        layer_fusion: str = "mean"
+        normalize: str = "minmax"
+        cam_scale: float = 0.0
+        batch_infer: int = 8
+
+        def __post_init__(self) -> None:
+            if self.normalize not in NORMALIZE:
+                raise ValueError(f"normalize must be one of {', '.join(NORMALIZE)}, "
+                                 f"not '{self.normalize}'")
+            if self.layer_fusion not in FUSE:
+                raise ValueError(f"layer_fusion must be one of {', '.join(FUSE)}, "
+                                 f"not '{self.layer_fusion}'")
+            if self.input_size < 16 or self.epochs < 0 or self.batch_size < 1:
+                raise ValueError("input_size must be >= 16, epochs >= 0 and batch_size >= 1")
+            if self.output_stride not in (0, 8, 16, 32):
+                raise ValueError("output_stride must be 0, 8, 16 or 32")
+
+    #: the quick profile: minutes on a laptop CPU, no download (random init)
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {"weights": "none", "input_size": 128, "epochs": 3, "batch_size": 16,
+                  "lr": 1e-3, "warmup_epochs": 0.5},
+    }
+
+    def __init__(self, params: Any | None = None, ctx: Any | None = None) -> None:
+        super().__init__(params, ctx)
+        self.net: TimmNet | None = None
+        self.train_scale = 1.0
+        self.history: list[dict[str, Any]] = []
+        self.weights_info: dict[str, Any] = {"source": "none"}
+        self.pos_weight: torch.Tensor | None = None
+
+    # ----------------------------------------------------------------- model
+    @property
+    def batch_size(self) -> int:  # type: ignore[override]
+        return int(self.params.batch_infer)
+
+    def device(self) -> torch.device:
+        return self.ctx.torch_device()
+
+    def weights_spec(self) -> WeightsSpec:
+        p = self.params
+        return resolve_weights(p.weights, p.pretrained, p.backbone)
+
+    def build(self, weights: bool = True) -> TimmNet:
+        """Create the network (seeded from ``ctx.seed``) with its initial weights (``weights``)
+        or just the architecture; also the way to get an untrained CAM source in tests."""
+        p = self.params
+        spec = self.weights_spec() if weights else WeightsSpec("none")
+        torch.manual_seed(self.ctx.seed)
+        self.net = create_net(p.backbone, spec, p.input_size, p.output_stride, p.drop_path)
+        self.net.to(self.device()).eval()
+        if weights:
+            self.weights_info = spec.describe()
+        return self.net
+
+    def require_net(self) -> TimmNet:
+        if self.net is None:
+            raise RuntimeError(f"{type(self).__name__} has no model: call fit() or load() "
+                               "(or build() for an untrained one)")
+        return self.net
+
+    # ----------------------------------------------------------------- training hooks
+    def training_module(self) -> nn.Module:
+        """Every module whose parameters training updates (the classifier)."""
+        return self.require_net()
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """Modules that stay in eval mode while training (a fixed teacher)."""
+        return []
+
+    def prepare_training(self, train_labels: torch.Tensor) -> None:
+        """Called before training with the training labels (sets the positive-class weight)."""
+        pos = float(train_labels.sum())
+        neg = float(len(train_labels)) - pos
+        self.pos_weight = None
+        if self.params.balance and pos > 0 and neg > 0:
+            self.pos_weight = torch.tensor(neg / pos, device=self.device())
+
+    def classification_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=self.pos_weight)
+
+    def training_step(self, x: torch.Tensor, y: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """Loss of one batch: binary cross-entropy of the smoke logit."""
+        logits = self.require_net()(x)
+        return self.classification_loss(logits, y), logits, {}
+
+    def fit(self, train_samples: Sequence[Sample], val: Sequence[Sample]) -> None:
+        """Train the classifier on image-level labels; val accuracy is logged per epoch."""
+        p = self.params
+        self.build()
+        progress = self.ctx.progress
+        train_set = image_set(train_samples, p.input_size, f"{self.name} load train", progress)
+        val_set = image_set(val, p.input_size, f"{self.name} load val", progress) \
+            if len(val) else None
+        self.prepare_training(train_set.labels)
+        settings = TrainSettings.of(p)
+        self.history = train(self.training_module(), self.training_step,
+                             self.require_net(), train_set, val_set, settings, self.ctx,
+                             desc=self.name or "classifier", frozen=self.frozen_modules(),
+                             fingerprint=self.config())
+        sides = [float(np.sqrt(h * w)) for h, w in train_set.native]
+        self.train_scale = p.input_size / statistics.median(sides)
+
+    # ----------------------------------------------------------------- persistence
+    def state_modules(self) -> dict[str, nn.Module]:
+        """What `save` stores and `load` restores, by file stem."""
+        return {"model": self.require_net().model}
+
+    def save(self, directory: Path) -> None:
+        for stem, module in self.state_modules().items():
+            torch.save(module.state_dict(), directory / f"{stem}.pt")
+        meta = {"backbone": self.params.backbone, "weights": self.weights_info,
+                "kind": self.require_net().kind, "train_scale": self.train_scale,
+                "history": self.history, "settings": settings_dict(TrainSettings.of(self.params)),
+                "config": self.config()}
+        (directory / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+        ckpt = checkpoint_path(self.ctx)
+        if ckpt.exists():  # the trained model is saved; the resumable state is not needed
+            ckpt.unlink()
+
+    def load(self, directory: Path) -> None:
+        meta = json.loads((directory / "meta.json").read_text())
+        self.build(weights=False)
+        for stem, module in self.state_modules().items():
+            state = torch.load(directory / f"{stem}.pt", map_location="cpu", weights_only=True)
+            module.load_state_dict(state)
+        self.require_net().to(self.device()).eval()
+        self.train_scale = float(meta.get("train_scale", 1.0))
+        self.history = list(meta.get("history", []))
+        self.weights_info = dict(meta.get("weights", {}))
+
+    # ----------------------------------------------------------------- CAM hooks
+    def input_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The size an image is fed at: scaled by ``cam_scale`` (or the training scale),
+        sides rounded to a multiple of the network stride."""
+        scale = self.params.cam_scale or self.train_scale
+        stride = self.require_net().stride
+        if self.params.output_stride:
+            stride = min(stride, self.params.output_stride)
+        return (max(stride, round(height * scale / stride) * stride),
+                max(stride, round(width * scale / stride) * stride))
+
+    def feature_grids(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature grids (BxCxhxw) that CAMs are computed from: one per selected layer."""
+        return self.require_net().layer_grids(x, self.params.layers)
+
+    def cam_from_grid(self, grid: torch.Tensor) -> torch.Tensor:
+        """Low-resolution CAM Bxhxw of one feature grid, before upsampling and normalisation."""
+        net = self.require_net()
+        if self.params.normalize == "sigmoid":
+            return torch.sigmoid(net.position_logits(grid, bias=True).float())
+        return F.relu(net.position_logits(grid, bias=False).float())
+
+    def cam_batch(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """CAMs of a batch of images in [0, 1] (Bx3xhxw) at output ``size``, BxHxW in [0, 1]."""
+        maps = []
+        for grid in self.feature_grids(x):
+            cam = self.cam_from_grid(grid)[:, None]
+            cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
+            maps.append(_normalize_batch(cam, self.params.normalize))
+        if len(maps) == 1:
+            return maps[0]
+        stack = torch.stack(maps)
+        mode = self.params.layer_fusion
+        if mode == "mean":
+            return stack.mean(0)
+        if mode == "max":
+            return stack.max(0).values
+        return stack.clamp(min=0).double().log().mean(0).exp().float()
+
+    def compute(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        net = self.require_net()
+        device = next(net.parameters()).device
+        use_amp = bool(self.params.amp and device.type == "cuda")
+        out: list[np.ndarray | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault((int(image.shape[0]), int(image.shape[1])), []).append(i)
+        for (h, w), idx in groups.items():
+            shape = self.input_shape(h, w)
+            batch = torch.from_numpy(np.stack([images[i] for i in idx])).permute(0, 3, 1, 2)
+            x = batch.to(device).float().div_(255)
+            if shape != (h, w):
+                x = F.interpolate(x, size=shape, mode="bilinear", align_corners=False,
+                                  antialias=shape[0] < h or shape[1] < w)
+            with torch.inference_mode(), torch.autocast(device.type, enabled=use_amp):
+                maps = self.cam_batch(x, (h, w)).float().cpu().numpy()
+            for j, i in enumerate(idx):
+                out[i] = maps[j]
+        return out  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- multi-source
+class MultiSourceCam(CamSource):
+    """A CAM source built on other pipelines (``fusion`` of several sources, a teacher, ...).
+
+    `sources` returns pipeline specs; the runner trains (or loads from the cache) each of them
+    under its own cache key, exactly as if it ran alone, and hands the ready CAM sources to
+    `bind_sources` before `fit` or `load`. The class is trainable only so that the runner loads
+    the training split its sources may need; `fit` itself learns nothing.
+    """
+
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, params: Any | None = None, ctx: Any | None = None) -> None:
+        super().__init__(params, ctx)
+        self.source_plugins: list[CamSource] = []
+
+    def sources(self) -> list[str]:
+        """Pipeline specs of the CAM sources this one is built on."""
+        return []
+
+    def bind_sources(self, plugins: Sequence[CamSource]) -> None:
+        """Receive the ready sources, in the order of `sources`."""
+        self.source_plugins = list(plugins)
+
+    def fit(self, train: Sequence[Sample], val: Sequence[Sample]) -> None:
+        return None
+
+    def save(self, directory: Path) -> None:
+        (directory / "sources.json").write_text(json.dumps(self.sources()))
+
+    def load(self, directory: Path) -> None:
+        return None
+
+
+def split_sources(text: str) -> list[str]:
+    """Split a ``sources`` parameter on ``:`` outside brackets (specs may hold ``a:b`` values)."""
+    from bench.spec import split_top_level
+
+    return [s for s in split_top_level(text, ":") if s]

