@@ -122,6 +122,12 @@ def build_parser(include: Sequence[str] = ()) -> argparse.ArgumentParser:
     p_table.add_argument("--metric", default="mIoU", help="metric of a data set pivot")
     p_table.add_argument("--ablation", metavar="PIPELINE", default=None,
                          help="one row per stage of PIPELINE: base, +stage, +stage ...")
+    p_table.add_argument("--grid", metavar="PLUGIN", default=None,
+                         help="one row per parameter combination of PLUGIN's runs, e.g. "
+                              "'consistency' (metric x level x paradigm x lam)")
+    p_table.add_argument("--grid-params", metavar="NAMES", default="",
+                         help="with --grid: parameters shown first (comma list); others that "
+                              "vary follow")
     p_table.add_argument("--split", default=None, choices=SPLITS, help="only this split")
     p_table.add_argument("--profile", default=None, choices=("quick", "full"),
                          help="only this profile")
@@ -222,6 +228,10 @@ def cmd_table(args: argparse.Namespace) -> int:
 
         labels = {e.name: e.meta.get("label") or e.name for e in METHODS.entries()}
         table = ablation(df, args.ablation, labels)
+    elif args.grid:
+        from bench.table import grid
+
+        table = grid(df, args.grid, [p for p in args.grid_params.split(",") if p])
     elif args.pivot:
         table = pivot(df, args.pivot, metric=args.metric)
     elif (df["level"] == "image").all():

@@ -6,6 +6,7 @@ two decimals (the thesis's convention: 26.10 mIoU).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +51,7 @@ def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
             "ci_hi": rec.get("ci", {}).get("mIoU", [None, None])[1],
             "f1_lo": rec.get("ci", {}).get("F1", [None, None])[0],
             "f1_hi": rec.get("ci", {}).get("F1", [None, None])[1],
+            "stages": (rec.get("config") or {}).get("stages", []),
         }
         row.update({k: v for k, v in rec.get("metrics", {}).items()})
         row.update({k: v for k, v in (rec.get("distractors") or {}).items()})
@@ -151,6 +153,69 @@ def ablation(df: pd.DataFrame, base: str, labels: dict[str, str] | None = None,
                 row[key] = _pct(sub.iloc[-1][m])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def grid(df: pd.DataFrame, plugin: str, params: Sequence[str] = (),
+         metrics: Sequence[str] = ("mIoU", "IoU_smoke", "precision", "recall")) -> pd.DataFrame:
+    """One row per parameter combination of a plugin: a parameter-grid ablation.
+
+    Rows are the records whose own (last) stage is a plugin matching ``plugin`` (fnmatch), e.g.
+    every ``consistency[metric=...,level=...]`` run. Columns: ``params`` first (in that order),
+    then every other parameter that differs between the rows, the upstream pipeline and the
+    data set if they differ, then ``metrics`` and the distractor shares when recorded. The
+    thesis's consistency ablation is ``grid(df, "consistency", ["metric", "level",
+    "paradigm", "lam"])``.
+    """
+    import fnmatch
+
+    from bench.spec import split_top_level
+
+    rows, settings = [], []
+    for _, rec in df.iterrows():
+        stages = rec.get("stages")
+        if not isinstance(stages, list) or not stages:
+            continue
+        own = stages[-1]
+        if not fnmatch.fnmatch(own.get("name", ""), plugin):
+            continue
+        values = {k: v for k, v in (own.get("params") or {}).items()}
+        values["(plugin)"] = own.get("name", "")
+        values["(upstream)"] = "+".join(split_top_level(rec["method"], "+")[:-1])
+        values["(dataset)"] = rec["dataset"]
+        settings.append(values)
+        rows.append(rec)
+    if not rows:
+        raise ConfigError(f"--grid {plugin}: no records of a plugin named '{plugin}'")
+    keys = list(dict.fromkeys(k for s in settings for k in s))
+    missing = [p for p in params if p not in keys]
+    if missing:
+        raise ConfigError(f"--grid {plugin}: no parameter {', '.join(missing)} (parameters: "
+                          f"{', '.join(k for k in keys if not k.startswith('('))})")
+
+    def varies(key: str) -> bool:
+        return len({json.dumps(s.get(key), sort_keys=True, default=str) for s in settings}) > 1
+    shown = list(params) + [k for k in keys if k not in params and varies(k)]
+    out_rows = []
+    for rec, values in zip(rows, settings, strict=True):
+        row: dict[str, Any] = {}
+        for key in shown:
+            value = values.get(key, "-")
+            row[key.strip("()")] = ":".join(map(str, value)) if isinstance(value, list) \
+                else value
+        for m in metrics:
+            row[m] = rec.get(m)
+        for aux in ("chimney", "steam"):
+            if aux in rec and pd.notna(rec.get(aux)):
+                row[aux] = rec.get(aux)
+        out_rows.append(row)
+    table = pd.DataFrame(out_rows)
+    order = [k.strip("()") for k in shown]
+    if order:
+        table = table.sort_values(order, kind="stable", key=lambda col: col.astype(str))
+    for col in [*metrics, "chimney", "steam"]:
+        if col in table:
+            table[col] = table[col].map(_pct)
+    return table.reset_index(drop=True)
 
 
 def render(table: pd.DataFrame, fmt: str) -> str:
