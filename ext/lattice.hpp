@@ -23,6 +23,7 @@
 // order, and the blur and slice are per-point / per-pixel computations.
 #pragma once
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -165,11 +166,12 @@ class Lattice {
         const double inv_std = V * std::sqrt(2.0 / 3.0);
         for (int i = 0; i < D; ++i) scale[i] = inv_std / std::sqrt((i + 1.0) * (i + 2.0));
 
-        // 1. Embed pixels; each chunk numbers its vertices in a private table.
-        const int chunks = chunk_count(n_, threads, 16384);
+        // 1. Embed pixels; each chunk numbers its vertices in a private table. The chunks
+        // depend on n only, so the numbering does not depend on the number of threads.
+        const int chunks = chunk_count(n_, 16, 16384);
         std::vector<KeyTable<D>> tables(static_cast<size_t>(chunks));
-        bool bad = false;
-        run_chunks(n_, chunks, [&](int64_t lo, int64_t hi, int c) {
+        std::atomic<bool> bad{false};
+        run_chunks(n_, chunks, threads, [&](int64_t lo, int64_t hi, int c) {
             KeyTable<D> &table = tables[static_cast<size_t>(c)];
             table.reset(1024);
             float f[D], bary[V];
@@ -199,7 +201,7 @@ class Lattice {
                 }
                 for (int r = 0; r <= D; ++r) weight_[static_cast<size_t>(i * V + r)] = bary[r];
             }
-            if (!finite) bad = true;  // benign race: only ever set to true
+            if (!finite) bad = true;
         });
         if (bad)
             throw std::invalid_argument(
@@ -216,7 +218,7 @@ class Lattice {
                 for (size_t l = 0; l < local.size(); ++l) remap[c][l] = table.insert(local.key(l));
                 local = KeyTable<D>(1);
             }
-            run_chunks(n_, chunks, [&](int64_t lo, int64_t hi, int c) {
+            run_chunks(n_, chunks, threads, [&](int64_t lo, int64_t hi, int c) {
                 if (c == 0) return;
                 const std::vector<int32_t> &map = remap[static_cast<size_t>(c)];
                 for (int64_t e = lo * V; e < hi * V; ++e)
@@ -263,9 +265,8 @@ class Lattice {
         // is the same whatever the number of threads.
         const int blocks = splat_blocks();
         std::vector<T> extra(static_cast<size_t>(blocks - 1) * rows * K, T(0));
-        run_chunks(blocks, std::min(blocks, std::max(threads, 1)),
-                   [&](int64_t first, int64_t last, int) {
-            for (int64_t blk = first; blk < last; ++blk) {
+        run_tasks(blocks, threads, [&](int64_t blk) {
+            {
                 T *dst = blk == 0 ? a.data() : extra.data() + (blk - 1) * rows * K;
                 int64_t lo, hi;
                 chunk_bounds(n, blocks, static_cast<int>(blk), lo, hi);

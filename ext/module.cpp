@@ -193,10 +193,7 @@ Output<T> filter_batch(Input<uint8_t> images, Input<T> values, double sigma_xy,
         lattice->filter(in + b * k * h * w, dst + b * k * h * w, k, inner);
     };
     if (batch >= threads && threads > 1) {
-        std::atomic<int64_t> next{0};
-        bl::run_chunks(threads, threads, [&](int64_t, int64_t, int) {
-            for (int64_t b = next++; b < batch; b = next++) one(b, 1);
-        });
+        bl::run_tasks(batch, threads, [&](int64_t b) { one(b, 1); });
     } else {
         for (int64_t b = 0; b < batch; ++b) one(b, threads);
     }
