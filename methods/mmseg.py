@@ -80,15 +80,15 @@ class MMSeg(TorchSegmenter):
                                   f"file nor under {shipped.parent.parent})")
             path = shipped
         cfg = Config.fromfile(str(path))
-        model = cfg.model
+        model = cfg.model.to_dict()
         model.pop("data_preprocessor", None)  # the harness normalises the images itself
-        model["auxiliary_head"] = None
-        heads = model["decode_head"]
-        for head in heads if isinstance(heads, list) else [heads]:
-            head["num_classes"] = self.num_classes
+        if "auxiliary_head" in model:
+            model["auxiliary_head"] = None
+        _set_num_classes(model.get("decode_head"), self.num_classes)
         if not (pretrained and self.params.backbone_pretrained):
             model["pretrained"] = None
-            model["backbone"]["init_cfg"] = None
+            model = _without_pretrained(model)
+        cfg.model = _sync_bn_to_bn(model)
         return cfg
 
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -105,15 +105,16 @@ class MMSeg(TorchSegmenter):
         from bench.mmseg_compat import quiet_mmengine
 
         cfg = self._config(pretrained)
+        from mmengine.registry import DefaultScope
         from mmseg.registry import MODELS
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), DefaultScope.overwrite_default_scope("mmseg"):
             # about mmseg's own losses and 1-channel binary heads; the harness's loss is used
             for message in ("For binary segmentation", "``build_loss``", "Default ``avg_non"):
                 warnings.filterwarnings("ignore", message=f"{message}.*")
-            segmentor = MODELS.build(_sync_bn_to_bn(cfg.model.to_dict()))
-        with quiet_mmengine():
-            segmentor.init_weights()
+            segmentor = MODELS.build(cfg.model.to_dict())
+            with quiet_mmengine():
+                segmentor.init_weights()
         if pretrained and self.params.checkpoint:
             self._load_checkpoint(segmentor, self.params.checkpoint)
 
@@ -126,6 +127,8 @@ class MMSeg(TorchSegmenter):
 
             def forward(self, x: Any) -> Any:
                 logits = self.segmentor._forward(x)  # tensor mode: decode head output
+                if isinstance(logits, list | tuple):  # DANet, EncNet: the segmentation first
+                    logits = logits[0]
                 return F.interpolate(logits, size=x.shape[2:], mode="bilinear",
                                      align_corners=self.segmentor.align_corners)
 
@@ -145,6 +148,29 @@ class MMSeg(TorchSegmenter):
             raise ConfigError(f"checkpoint {path} has no weights for config "
                               f"'{self.params.config}'")
         segmentor.load_state_dict(usable, strict=False)
+
+
+def _without_pretrained(cfg: Any) -> Any:
+    """Drop every ``init_cfg`` of type ``Pretrained`` (backbones, nested backbone configs)."""
+    if isinstance(cfg, dict):
+        return {k: None if k == "init_cfg" and isinstance(v, dict)
+                and v.get("type") == "Pretrained" else _without_pretrained(v)
+                for k, v in cfg.items()}
+    if isinstance(cfg, list | tuple):
+        return type(cfg)(_without_pretrained(v) for v in cfg)
+    return cfg
+
+
+def _set_num_classes(cfg: Any, num_classes: int) -> None:
+    """Set ``num_classes`` wherever a (nested) head config has it (K-Net's stage heads too)."""
+    if isinstance(cfg, dict):
+        if "num_classes" in cfg:
+            cfg["num_classes"] = num_classes
+        for value in cfg.values():
+            _set_num_classes(value, num_classes)
+    elif isinstance(cfg, list | tuple):
+        for value in cfg:
+            _set_num_classes(value, num_classes)
 
 
 def _sync_bn_to_bn(cfg: Any) -> Any:
