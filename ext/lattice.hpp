@@ -26,6 +26,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
@@ -122,11 +123,12 @@ class Lattice {
         }
         elevated[0] = sum_cf;
 
-        // Nearest remainder-0 point: round each coordinate to a multiple of D+1 (lrint is
-        // one SSE2 instruction; ceil/floor are library calls below SSE4.1).
+        // Nearest remainder-0 point: round each coordinate to a multiple of D+1 (by truncation,
+        // an inline instruction; floor/ceil/lrint are library calls on baseline x86-64).
         int sum = 0;
         for (int i = 0; i <= D; ++i) {
-            const int32_t q = static_cast<int32_t>(std::lrint(elevated[i] * (1.0 / V)));
+            const double v = elevated[i] * (1.0 / V);
+            const int32_t q = static_cast<int32_t>(v + (v >= 0 ? 0.5 : -0.5));
             rem0[i] = q * V;
             delta[i] = elevated[i] - rem0[i];
             sum += q;
@@ -160,15 +162,16 @@ class Lattice {
 
     template <class Feature>
     void build(Feature &feature, int threads) {
-        offset_.resize(static_cast<size_t>(n_ * V));
-        weight_.resize(static_cast<size_t>(n_ * V));
+        // Left uninitialised (every entry is written below, in parallel: first touch).
+        offset_.reset(new int32_t[static_cast<size_t>(n_ * V)]);
+        weight_.reset(new float[static_cast<size_t>(n_ * V)]);
         double scale[D];
         const double inv_std = V * std::sqrt(2.0 / 3.0);
         for (int i = 0; i < D; ++i) scale[i] = inv_std / std::sqrt((i + 1.0) * (i + 2.0));
 
-        // 1. Embed pixels; each chunk numbers its vertices in a private table. The chunks
-        // depend on n only, so the numbering does not depend on the number of threads.
-        const int chunks = chunk_count(n_, 16, 16384);
+        // 1. Embed pixels; each chunk numbers its vertices in a private table. (The numbering
+        // depends on the chunking, the filter's results do not.)
+        const int chunks = chunk_count(n_, threads > 1 ? 4 * threads : 1, 16384);
         std::vector<KeyTable<D>> tables(static_cast<size_t>(chunks));
         std::atomic<bool> bad{false};
         run_chunks(n_, chunks, threads, [&](int64_t lo, int64_t hi, int c) {
@@ -348,8 +351,8 @@ class Lattice {
 
     int64_t n_ = 0;  // pixels
     int64_t m_ = 0;  // lattice points
-    std::vector<int32_t> offset_;        // n*V: lattice point of each simplex vertex
-    std::vector<float> weight_;          // n*V: barycentric weights
+    std::unique_ptr<int32_t[]> offset_;  // n*V: lattice point of each simplex vertex
+    std::unique_ptr<float[]> weight_;    // n*V: barycentric weights
     std::vector<int32_t> nbr_;           // V*m*2: blur neighbours per direction
 };
 
