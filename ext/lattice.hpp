@@ -179,12 +179,22 @@ class Lattice {
             table.reset(1024);
             float f[D], bary[V];
             int32_t rem0[V], rank[V], prev_rem0[V], prev_rank[V], key[D];
-            bool have_prev = false, finite = true;
+            bool have_prev = false;
             for (int64_t i = lo; i < hi; ++i) {
                 feature(i, f);
-                for (int d = 0; d < D; ++d) finite &= std::fabs(f[d]) < 1e6f;
-                embed(f, scale, rem0, rank, bary);
                 int32_t *off = &offset_[static_cast<size_t>(i * V)];
+                bool finite = true;
+                for (int d = 0; d < D; ++d) finite &= std::fabs(f[d]) < 1e6f;  // false for NaN
+                if (!finite) {  // reported after the loop; never embed (integer overflow)
+                    bad = true;
+                    for (int r = 0; r <= D; ++r) {
+                        off[r] = 0;
+                        weight_[static_cast<size_t>(i * V + r)] = 0.f;
+                    }
+                    have_prev = false;
+                    continue;
+                }
+                embed(f, scale, rem0, rank, bary);
                 bool same = have_prev;
                 for (int d = 0; same && d <= D; ++d)
                     same = rem0[d] == prev_rem0[d] && rank[d] == prev_rank[d];
@@ -204,7 +214,6 @@ class Lattice {
                 }
                 for (int r = 0; r <= D; ++r) weight_[static_cast<size_t>(i * V + r)] = bary[r];
             }
-            if (!finite) bad = true;
         });
         if (bad)
             throw std::invalid_argument(
