@@ -21,9 +21,9 @@ class DenseCRF(Refiner):
     (``crf_inference`` of AffinityNet/PSA, Ahn & Kwak 2018, reused by IRN and its successors),
     which are Krähenbühl & Koltun's published demo settings: smoothness ``sxy=3``, weight 3;
     appearance ``sxy=80``, ``srgb=13``, weight 10; 10 iterations (mean field has converged by
-    then in practice). DeepLab's VOC-tuned values (appearance weight 4, ``sxy`` 121,
-    ``srgb`` 5) were tuned on fully supervised network outputs, not on CAMs, so we keep the
-    former.
+    then in practice). DeepLab's settings (appearance weight 3–4, ``sxy`` 67–121, ``srgb``
+    3–5) were tuned on the outputs of fully supervised networks, not on CAMs, so we keep the
+    former; every value can be overridden in the spec, e.g. ``crf[bilateral_srgb=5]``.
     """
 
     output = "soft"
