@@ -18,6 +18,8 @@ Error bounds checked here (relative L2 error, ``|a - b| / |b|``):
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -156,6 +158,37 @@ def test_batch_equals_single_images_and_threads_do_not_change_results() -> None:
                           bilateral_filter(big, big_values, 8, 15, num_threads=3))
 
 
+def test_concurrent_calls_from_python_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(6)
+    images = [smooth_image(rng, 64, 48) for _ in range(6)]
+    values = [rng.random((2, 64, 48)).astype(np.float32) for _ in range(6)]
+    pairs = list(zip(images, values, strict=True))
+    expected = [bilateral_filter(i, v, 6, 20, num_threads=1) for i, v in pairs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda iv: bilateral_filter(iv[0], iv[1], 6, 20, num_threads=2),
+                            pairs))
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _filter_in_child(seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    image = smooth_image(rng, 80, 80)
+    return float(bilateral_filter(image, rng.random((2, 80, 80)), 5, 20, num_threads=2).sum())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_works_in_forked_children() -> None:
+    import multiprocessing
+
+    parent = _filter_in_child(0)  # starts the worker threads in the parent
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        children = pool.map(_filter_in_child, [0, 0])
+    assert children == [parent, parent]
+
+
 def test_set_num_threads() -> None:
     default = get_num_threads()
     try:
@@ -199,6 +232,16 @@ def test_bad_inputs_raise_value_error(image: np.ndarray, values: np.ndarray,
     with pytest.raises(ValueError, match=match):
         bilateral_filter(image, values, args["sigma_xy"], args["sigma_rgb"],
                          num_threads=threads)
+
+
+def test_non_finite_lattice_features_raise_value_error() -> None:
+    from bench import _bilateral
+
+    for bad in (np.nan, np.inf, 1e7):
+        features = np.zeros((50, 5), np.float32)
+        features[7, 2] = bad
+        with pytest.raises(ValueError, match="finite and below 1e6"):
+            _bilateral.Lattice.from_features(features, 2)
 
 
 def test_lattice_is_reused_across_filterings() -> None:
