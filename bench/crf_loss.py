@@ -30,7 +30,8 @@ class DenseCRFLoss(torch.nn.Module):
 
     Devices: accepts CPU and CUDA tensors (see ``supported_devices``). The filtering always
     runs on the CPU (``filter_device``): the downscaled inputs are copied to the host, and the
-    gradient is copied back to the segmentation's device.
+    gradient is copied back to the segmentation's device. One bilateral filtering per call:
+    the backward pass reuses the ``W S`` of the forward pass.
 
     Args:
         weight: multiplier of the loss (rloss uses e.g. 2e-9 at full resolution; our ``W``
