@@ -372,8 +372,9 @@ class TorchSegmenter(Segmenter):
             rh, rw = min(h, math.ceil(size / scale)), min(w, math.ceil(size / scale))
             y = int(rng.integers(0, h - rh + 1))
             x = int(rng.integers(0, w - rw + 1))
-            img_t = torch.from_numpy(img[y:y + rh, x:x + rw]).to(device).permute(2, 0, 1)
-            lab_t = torch.from_numpy(lab[y:y + rh, x:x + rw]).to(device)
+            # copies: loaders may hand out read-only arrays
+            img_t = torch.tensor(img[y:y + rh, x:x + rw], device=device).permute(2, 0, 1)
+            lab_t = torch.tensor(lab[y:y + rh, x:x + rw], device=device)
             oh = min(size, max(1, round(rh * scale)))
             ow = min(size, max(1, round(rw * scale)))
             img_f = img_t.float()[None]
@@ -470,7 +471,7 @@ class TorchSegmenter(Segmenter):
         model.eval()
         p = self.params
         device = next(model.parameters()).device
-        x = self._normalize(torch.from_numpy(np.ascontiguousarray(image)).to(device)
+        x = self._normalize(torch.tensor(np.asarray(image), device=device)
                             .permute(2, 0, 1)[None])[0]
         h, w = image.shape[:2]
         tile = p.tile_size if p.tile_size > 0 else max(h, w)
