@@ -28,6 +28,7 @@ timm encoder (``tu-<name>``); ``efficientnet_lite0`` uses the ImageNet weights s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -290,6 +291,8 @@ class TorchSegmenter(Segmenter):
         self.history = history
         if not p.keep_checkpoints and self.checkpoint_path().exists():
             self.checkpoint_path().unlink()
+            with contextlib.suppress(OSError):  # the folder, unless something else is in it
+                self.checkpoint_path().parent.rmdir()
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, raw: torch.Tensor,
              valid: torch.Tensor, crf: nn.Module | None = None

@@ -228,7 +228,7 @@ def test_checkpoint_resume_continues_from_saved_epoch(tmp_path: Path) -> None:
 
     straight = tiny(tmp_path / "a", epochs=3)
     straight.fit(train, labels)
-    assert not straight.checkpoint_path().exists()  # removed once training has finished
+    assert not straight.checkpoint_path().parent.exists()  # removed once training has finished
 
     killed = tiny(tmp_path / "b", epochs=3)
 
@@ -353,6 +353,19 @@ def test_efficientnet_pytorch_key_conversion_rejects_incomplete_weights() -> Non
         reference = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     with pytest.raises(ValueError, match="miss"):
         convert_efficientnet_pytorch({"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, reference)
+
+
+def test_full_profile_encoder_plan_uses_timm_imagenet_weights() -> None:
+    from bench.pipeline import stage_params
+    from bench.spec import parse_pipeline
+
+    discover()
+    params = stage_params(parse_pipeline("supervised").stages[0], "full")
+    seg = DeepLabV3PlusSegmenter(params, RunContext(device="cpu", progress=False))
+    name, weights, extra, (mean, _std) = seg._encoder_plan(pretrained=True)
+    assert (name, weights, extra) == ("tu-resnet101", True, {})  # timm hub, no download here
+    assert np.allclose(mean, (0.485, 0.456, 0.406), atol=1e-3)
+    assert seg._encoder_plan(pretrained=False)[1] is None  # load() never fetches weights
 
 
 def test_unknown_weights_value_is_a_config_error() -> None:
