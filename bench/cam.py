@@ -150,6 +150,9 @@ class ClassifierCam(CamSource):
         layers: modules whose outputs give CAMs (``blocks.9:blocks.11``); empty: final features.
         layer_fusion: how CAMs of several layers combine: mean, max, gmean.
         normalize: minmax, max, or sigmoid (per-position probabilities).
+        epoch_size: images drawn (without replacement) per epoch; 0: all of them.
+        train_from: first parameter (name prefix, e.g. ``blocks.4``) that trains; earlier ones
+            stay frozen, their BatchNorm in eval mode (fine-tuning a pretrained backbone).
         cam_scale: factor images are scaled by before the forward pass (0: as in training).
         batch_infer: images per forward pass when computing CAMs.
         """
@@ -169,6 +172,8 @@ class ClassifierCam(CamSource):
         crop_scale: float = 0.5
         hflip: bool = True
         jitter: float = 0.1
+        epoch_size: int = 0
+        train_from: str = ""
         balance: bool = True
         output_stride: int = 0
         drop_path: float = 0.0
@@ -226,7 +231,22 @@ class ClassifierCam(CamSource):
         self.net.to(self.device()).eval()
         if weights:
             self.weights_info = spec.describe()
+        if p.train_from:
+            self._freeze_before(p.train_from)
         return self.net
+
+    def _freeze_before(self, prefix: str) -> None:
+        """Freeze every parameter that comes before the first one named ``prefix...``."""
+        model = self.require_net().model
+        names = [n for n, _ in model.named_parameters()]
+        if not any(n.startswith(prefix) for n in names):
+            tops = list(dict.fromkeys(n.rsplit(".", 2)[0] for n in names))
+            raise ConfigError(f"train_from={prefix}: no parameter of '{self.params.backbone}' "
+                              f"starts with it (e.g. {', '.join(tops[len(tops) // 2:][:4])})")
+        for name, param in model.named_parameters():
+            if name.startswith(prefix):
+                break
+            param.requires_grad_(False)
 
     def require_net(self) -> TimmNet:
         if self.net is None:
@@ -240,8 +260,13 @@ class ClassifierCam(CamSource):
         return self.require_net()
 
     def frozen_modules(self) -> list[nn.Module]:
-        """Modules that stay in eval mode while training (a fixed teacher)."""
-        return []
+        """Modules that stay in eval mode while training: norm layers with frozen parameters
+        (``train_from``) keep their pretrained statistics."""
+        model = self.require_net().model
+        return [m for m in model.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                and any(True for _ in m.parameters())
+                and not any(p.requires_grad for p in m.parameters())]
 
     def prepare_training(self, train_labels: torch.Tensor) -> None:
         """Called before training with the training labels (sets the positive-class weight)."""

@@ -189,9 +189,10 @@ class ConsistencyCam(ClassifierCam):
         return nn.ModuleDict(parts)
 
     def frozen_modules(self) -> list[nn.Module]:
+        frozen = super().frozen_modules()
         if self.params.paradigm == "teacher_student" and self.teacher_net is not None:
-            return [self.teacher_net]
-        return []
+            frozen.append(self.teacher_net)
+        return frozen
 
     def training_step(self, x: torch.Tensor, y: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:

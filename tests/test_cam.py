@@ -70,7 +70,8 @@ def test_cam_range_size_and_normalisations(tmp_path: Path) -> None:
         assert all(m.dtype == np.float32 and m.min() >= 0 and m.max() <= 1 for m in out)
     cam = make_cam(tmp_path)
     cam.build()
-    assert cam.compute(images(1))[0].max() == pytest.approx(1.0)
+    peaks = {round(float(m.max()), 6) for m in cam.compute(images(6))}
+    assert peaks <= {0.0, 1.0} and 1.0 in peaks  # minmax: full range, or all zero (no smoke)
 
 
 def test_vit_patch_token_cam_is_exact(tmp_path: Path) -> None:
@@ -188,7 +189,7 @@ def best_smoke_iou(maps: list[np.ndarray], samples: list[Sample]) -> float:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[ClassifierCam, Path]:
     workdir = tmp_path_factory.mktemp("train")
-    cam = make_cam(workdir, output_stride=8, epochs=5, batch_size=16, lr=1e-3,
+    cam = make_cam(workdir, output_stride=16, epochs=5, batch_size=16, lr=1e-3,
                    warmup_epochs=0.5, crop_scale=0.7, cam_scale=0.0)
     cam.fit(synthetic(40, 1), synthetic(12, 2))
     return cam, workdir
@@ -212,7 +213,7 @@ def test_save_load_and_same_seed_same_numbers(trained: tuple[ClassifierCam, Path
     test = [s.image for s in synthetic(4, 4)]
     cam.save(tmp_path)
     assert not (cam.ctx.workdir / "train" / "checkpoint.pt").exists()
-    again = make_cam(tmp_path, output_stride=8, epochs=5, batch_size=16, lr=1e-3,
+    again = make_cam(tmp_path, output_stride=16, epochs=5, batch_size=16, lr=1e-3,
                      warmup_epochs=0.5, crop_scale=0.7, cam_scale=0.0)
     again.load(tmp_path)
     assert again.train_scale == cam.train_scale == 1.0
