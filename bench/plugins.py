@@ -139,7 +139,8 @@ def scan_file(path: Path) -> list[str]:
                 continue
             kind = _kind_of(node, classes)
             meta: dict[str, Any] = {"kind": kind, "demo": _class_str(node, classes, "demo"),
-                                    "label": _class_str(node, classes, "label")}
+                                    "label": _class_str(node, classes, "label"),
+                                    "requires": _class_strs(node, "requires")}
             METHODS.register_lazy(name, _file_loader(path), summary=_summary(
                 ast.get_docstring(node)), origin=str(path.resolve()), **meta)
             names.append(name)
@@ -194,6 +195,34 @@ def _class_str(node: ast.ClassDef, classes: dict[str, ast.ClassDef], attr: str,
             if found:
                 return found
     return ""
+
+
+def _class_strs(node: ast.ClassDef, attr: str) -> tuple[str, ...]:
+    """A class attribute holding a literal tuple or list of strings (empty if absent)."""
+    for stmt in node.body:
+        targets = (stmt.targets if isinstance(stmt, ast.Assign)
+                   else [stmt.target] if isinstance(stmt, ast.AnnAssign) else [])
+        value = getattr(stmt, "value", None)
+        if any(isinstance(t, ast.Name) and t.id == attr for t in targets) and isinstance(
+                value, (ast.Tuple, ast.List)):
+            return tuple(e.value for e in value.elts
+                         if isinstance(e, ast.Constant) and isinstance(e.value, str))
+    return ()
+
+
+def missing_requirements(name: str) -> list[str]:
+    """``pip install`` hints for the optional modules plugin ``name`` needs but cannot find."""
+    import importlib.util
+
+    entry = METHODS.entry(name)
+    requires = entry.meta.get("requires") or (
+        getattr(entry.obj.cls, "requires", ()) if entry.obj is not None else ())
+    missing = []
+    for item in requires:
+        module, _, extra = item.partition(":")
+        if importlib.util.find_spec(module) is None:
+            missing.append(f"pip install 'smoke-wsss-bench[{extra or module}]'")
+    return missing
 
 
 def _file_loader(path: Path) -> Callable[[], None]:

@@ -14,10 +14,11 @@ segmenter; a segmenter that trains on ground truth (``supervised``) runs alone.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 
 from bench.errors import ConfigError
-from bench.plugins import METHODS, method_kind
+from bench.plugins import METHODS, method_kind, missing_requirements
 
 _STAGE = re.compile(r"^\s*([A-Za-z0-9_.\-*?]+)\s*(?:\[(.*)\])?\s*$", re.S)
 
@@ -176,10 +177,22 @@ def expand_methods(arg: str) -> list[PipelineSpec]:
             continue
         if any(ch in item for ch in "*?") and "+" not in item:
             names = METHODS.select([item])
-            texts = [runnable_name(n) for n in names]
+            texts = []
+            for name in names:
+                missing = missing_requirements(name)
+                if missing:  # said, not silent: the run goes on without this plugin
+                    print(f"bench: skipping '{name}' (wildcard '{item}'): needs "
+                          f"{' and '.join(missing)}", file=sys.stderr)
+                    continue
+                texts.append(runnable_name(name))
             specs = [parse_pipeline(t) for t in texts if t]
         else:
             specs = [parse_pipeline(item)]
+            for stage in specs[0].stages:
+                missing = missing_requirements(stage.name)
+                if missing:
+                    raise ConfigError(f"'{stage.name}' needs an optional extra: "
+                                      f"{' and '.join(missing)}")
         for spec in specs:
             if spec.text not in {s.text for s in out}:
                 out.append(spec)

@@ -72,6 +72,9 @@ class Plugin:
     demo: ClassVar[str] = ""
     #: How the plugin is named in ablation tables ("Multi scale", "CRF"); default: its name.
     label: ClassVar[str] = ""
+    #: Optional modules the plugin needs, as ``"module:extra"`` (``"mmseg:mmseg"``); a wildcard
+    #: selection skips the plugin with a note when one is missing, an explicit one fails.
+    requires: ClassVar[tuple[str, ...]] = ()
     profiles: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @dataclass

@@ -29,6 +29,7 @@ class MMSeg(TorchSegmenter):
 
     label = "mmseg"
     demo = "dark_channel+threshold+mmseg"
+    requires = ("mmseg:mmseg", "mmcv:mmseg", "mmengine:mmseg")
 
     @dataclass
     class Params(TorchSegmenter.Params):

@@ -74,3 +74,25 @@ def test_expand_methods_wildcards_and_demo_pipelines() -> None:
     assert texts == ["all_background", "all_smoke", "dark_channel", "dark_channel+threshold"]
     with pytest.raises(ConfigError, match="selects no method"):
         expand_methods(" , ")
+
+
+def test_missing_optional_extra(tmp_path, capsys) -> None:
+    from bench.plugins import scan_file
+
+    path = tmp_path / "needs_extra.py"
+    path.write_text('''
+from bench import CamSource, register_method
+
+
+@register_method("needs_extra_cam")
+class NeedsExtra(CamSource):
+    """Needs a module nobody has."""
+
+    requires = ("no_such_module_xyz:fancy",)
+''')
+    scan_file(path)
+    texts = [s.text for s in expand_methods("needs_extra*,all_smoke")]
+    assert texts == ["all_smoke"]
+    assert "skipping 'needs_extra_cam'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"pip install 'smoke-wsss-bench\[fancy\]'"):
+        expand_methods("needs_extra_cam")
