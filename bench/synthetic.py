@@ -55,6 +55,7 @@ numbers drawn in chunks: about 300-450 images/s at 256x256 on one core.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from dataclasses import dataclass, field
@@ -199,8 +200,8 @@ class _Draws:
     its k-th block of numbers starts at counter (0, k, 0, 0), so a stream needs no generator
     object of its own (creating one per image costs more than drawing the whole scene's
     numbers) and does not depend on what other streams or threads draw. Scalars come from a
-    list refilled 128 at a time (even blocks; scalar Generator calls are slow), each ``array``
-    from a fresh odd block.
+    list refilled 256 at a time (even blocks; scalar Generator calls are slow); ``array``
+    serves small arrays from that list and large ones from a fresh odd block.
     """
 
     __slots__ = ("block", "buf", "i", "key")
@@ -224,7 +225,7 @@ class _Draws:
     def _refill(self) -> None:
         if self.block % 2:
             self.block += 1
-        self.buf = self._draw(128).tolist()
+        self.buf = self._draw(256).tolist()
         self.i = 0
 
     def u(self) -> float:
@@ -249,10 +250,13 @@ class _Draws:
         return next((i for i, c in enumerate(cumulative) if x < c), len(cumulative) - 1)
 
     def array(self, shape: tuple[int, ...]) -> np.ndarray:
-        """A float64 array of uniforms (from a block of its own)."""
+        """A float64 array of uniforms."""
+        n = math.prod(shape)
+        if n <= 160:
+            return np.array([self.u() for _ in range(n)]).reshape(shape)
         if self.block % 2 == 0:
             self.block += 1
-        out = self._draw(math.prod(shape)).reshape(shape)
+        out = self._draw(n).reshape(shape)
         self.block += 1  # the next scalar refill uses the following (even) block
         return out
 
@@ -397,6 +401,12 @@ def _grid(y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
     return yy, xx
 
 
+def _clamp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Clamp ``x`` in place (faster than ``np.clip`` with scalar bounds); returns ``x``."""
+    np.maximum(x, F32(lo), out=x)
+    return np.minimum(x, F32(hi), out=x)
+
+
 def _segment_distance(yy: np.ndarray, xx: np.ndarray, a: tuple[float, float],
                       b: tuple[float, float]) -> np.ndarray:
     """Distance of pixel centres to the segment a-b, points given as (x, y)."""
@@ -404,7 +414,7 @@ def _segment_distance(yy: np.ndarray, xx: np.ndarray, a: tuple[float, float],
     dx, dy = b[0] - ax, b[1] - ay
     inv = 1.0 / max(dx * dx + dy * dy, 1e-6)
     px, py = xx - F32(ax), yy - F32(ay)
-    t = np.clip((px * F32(dx) + py * F32(dy)) * F32(inv), 0.0, 1.0)
+    t = _clamp((px * F32(dx) + py * F32(dy)) * F32(inv), 0.0, 1.0)
     ex, ey = px - t * F32(dx), py - t * F32(dy)
     return np.sqrt(ex * ex + ey * ey)
 
@@ -458,9 +468,10 @@ def _sky(cv: _Canvas, d: _Draws, bank: _Bank, horizon: int) -> tuple[np.ndarray,
     k = F32(amount / width)
     clouds = clouds * k  # a linear ramp from lo, saturating at amount
     clouds -= F32(lo) * k
-    np.clip(clouds, F32(0.0), F32(amount), out=clouds)
-    for ch in range(3):
-        np.multiply(clouds, (cloud[ch] - grad[ch])[:, None], out=cv.img[ch])
+    _clamp(clouds, 0.0, amount)
+    mean = grad.mean(1)
+    for ch in range(3):  # blend towards the cloud colour (relative to the mean sky colour)
+        np.multiply(clouds, cloud[ch] - mean[ch], out=cv.img[ch])
         cv.img[ch] += grad[ch][:, None]
     return hor, kind
 
@@ -468,7 +479,7 @@ def _sky(cv: _Canvas, d: _Draws, bank: _Bank, horizon: int) -> tuple[np.ndarray,
 def _far_skyline(cv: _Canvas, d: _Draws, base: int, hor: np.ndarray) -> None:
     """A hazy, low-contrast band of distant blocks just above the near skyline."""
     h, w = cv.h, cv.w
-    u = d.array((2, 70))
+    u = d.array((2, 64))
     idx, _ = _runs(u[0], w, 1 / 60, 1 / 7, 8 * u[1, 0])
     lift = int(d.u() * h / 40)
     heights = (u[1] * u[1] * 0.1 * h).astype(np.int64) + lift
@@ -534,18 +545,18 @@ def _block_rows(cv: _Canvas, d: _Draws,
     idx = np.searchsorted((ends + shift).ravel(), (cols[None, :] + shift).ravel(),
                           side="right").reshape(k, w) - (np.arange(k) * n)[:, None]
     idx = np.minimum(idx, n - 1)
+    t = u[:, :, 3]
+    tops = np.where(u[:, :, 2] < gap, cv.h, (row - height * t * np.sqrt(t)).astype(np.int64))
+    colours = cv.palette[(u[:, :, 4] * len(cv.palette)).astype(np.int64)]  # (k, n, 3)
+    colours *= (light * (0.8 + 0.35 * u[:, :, 5]))[:, :, None].astype(F32)
+    colours += ((u[:, :, 6:9] - 0.5) * 12.0).astype(F32)
+    period = np.where(u[:, :, 1] < 0.35, 3 + (u[:, :, 9] * 7).astype(np.int64), 1 << 30)
     rk = np.arange(k)[:, None]
-    ub = u[rk, idx]  # (k, w, 11): the numbers of each column's block
-    t = ub[:, :, 3]
-    top = np.where(ub[:, :, 2] < gap, cv.h, (row - height * t * np.sqrt(t)).astype(np.int64))
-    colour = cv.palette[(ub[:, :, 4] * len(cv.palette)).astype(np.int64)]  # (k, w, 3)
-    colour *= (light * (0.8 + 0.35 * ub[:, :, 5]))[:, :, None].astype(F32)
-    colour += ((ub[:, :, 6:9] - 0.5) * 12.0).astype(F32)
-    colour = colour.transpose(0, 2, 1).copy()  # (k, 3, w)
-    period = 3 + (ub[:, :, 9] * 7).astype(np.int64)
-    pillar = (ub[:, :, 1] < 0.35) & ((cols[None, :] - starts[rk, idx]) % period == 0)
-    factor = np.where(pillar, 0.7 + 0.5 * ub[:, :, 7], 1.0).astype(F32)
-    windows = ub[:, :, 8] < 0.35
+    top = tops[rk, idx]
+    colour = colours[rk, idx].transpose(0, 2, 1).copy()  # (k, 3, w)
+    pillar = (cols[None, :] - starts[rk, idx]) % period[rk, idx] == 0  # every period-th column
+    factor = np.where(pillar, (0.7 + 0.5 * u[:, :, 7])[rk, idx], 1.0).astype(F32)
+    windows = (u[:, :, 8] < 0.35)[rk, idx]
     return [(top[i], colour[i], factor[i], windows[i]) for i in range(k)]
 
 
@@ -629,26 +640,32 @@ def _furnace(cv: _Canvas, d: _Draws, base: int, light: float) -> float | None:
     if not (a < b and c < e):
         return None
     yy, xx = _grid(a, b, c, e)
-    rel = (yy - F32(top)) * F32(1.0 / tall)  # 0 at the top, 1 at the base
-    dx = xx - F32(fx)
+    rel = (yy - F32(top)) * F32(1.0 / tall)  # (h, 1): 0 at the top, 1 at the base
+    dx = xx - F32(fx)                          # (1, w)
     adx = np.abs(dx)
-    shaft_hw = F32(0.2 * fw) + F32(0.2 * fw) * np.clip(rel, 0, 1)
+    shaft_hw = F32(0.2 * fw) + F32(0.2 * fw) * np.minimum(np.maximum(rel, F32(0.0)), F32(1.0))
     shaft = (rel >= 0.22) & (adx <= shaft_hw)
-    throat = (rel >= 0.0) & (rel < 0.22) & (adx <= F32(0.14 * fw))
-    house = (rel >= 0.08) & (rel < 0.18) & (adx <= F32(0.26 * fw))
-    iy = (yy - F32(top)).astype(np.int64)
-    ix = (xx - F32(fx)).astype(np.int64)
-    lattice = ((iy % period == 0) | ((ix + iy) % (2 * period) == 0)
-               | ((ix - iy) % (2 * period) == 0) | (np.abs(adx - F32(0.5 * fw)) < 1.0))
-    scaffold = (rel >= 0.12) & (adx <= F32(0.5 * fw)) & lattice
-    cyl = np.clip(dx / np.maximum(shaft_hw, 1.0), -1, 1)
+    shaft |= (rel >= 0.0) & (rel < 0.22) & (adx <= F32(0.14 * fw))  # throat
+    shaft |= (rel >= 0.08) & (rel < 0.18) & (adx <= F32(0.26 * fw))  # top house
+    # lattice: girders every `period` rows, diagonals where (x +- y) % 2 period == 0, edges
+    iy = np.arange(a, b) - int(top)
+    ix = np.arange(c, e) - int(fx)
+    p2 = 2 * period
+    lattice = (ix % p2)[None, :] == (iy % p2)[:, None]
+    lattice |= (ix % p2)[None, :] == (-iy % p2)[:, None]
+    lattice |= (iy % period == 0)[:, None]
+    lattice |= (np.abs(adx - F32(0.5 * fw)) < 1.0)
+    lattice &= (rel >= 0.12) & (adx <= F32(0.5 * fw))
+    cyl = _clamp(dx / np.maximum(shaft_hw, F32(1.0)), -1.0, 1.0)
     shade = F32(0.72) + F32(0.38) * np.sqrt(F32(1.0) - cyl * cyl) + F32(0.1 * side) * cyl
-    cv.paint(scaffold, a, c, colour * F32(0.85))
-    cv.paint(shaft | throat | house, a, c, colour, shade)
-    pipe = _segment_distance(yy, xx, pts[0], pts[1]) <= thick
-    pipe |= _segment_distance(yy, xx, pts[1], pts[2]) <= thick
-    pipe |= _segment_distance(yy, xx, pts[2], pts[3]) <= thick
-    cv.paint(pipe, a, c, pipe_colour)
+    cv.paint(lattice, a, c, colour * F32(0.85))
+    cv.paint(shaft, a, c, colour, shade)
+    for p, q in itertools.pairwise(pts):  # downcomer pipe, segment by segment
+        sa, sb, sc, se = cv.box(min(p[1], q[1]) - thick, max(p[1], q[1]) + thick + 1,
+                                min(p[0], q[0]) - thick, max(p[0], q[0]) + thick + 1)
+        if sa < sb and sc < se:
+            yy, xx = _grid(sa, sb, sc, se)
+            cv.paint(_segment_distance(yy, xx, p, q) <= thick, sa, sc, pipe_colour)
     return fx
 
 
@@ -714,7 +731,7 @@ def _draw_chimneys(cv: _Canvas, d: _Draws, chimneys: list[_Chimney], base: int,
         half = F32(ch.hw) + F32(ch.taper) * (yy - F32(ch.top))
         s = (xx - F32(ch.x)) / half
         inside = np.abs(s) <= 1
-        np.clip(s, -1, 1, out=s)
+        _clamp(s, -1.0, 1.0)
         shade = F32(0.7) + F32(0.35) * np.sqrt(F32(1.0) - s * s) + F32(0.15) * side * s
         rows = np.empty((3, b - a, 1), F32)
         rows[:] = colour[:, None, None]
@@ -884,13 +901,12 @@ def _plume_alpha(p: _Plume, sin: float, cos: float, length: float, yy: np.ndarra
     u *= F32(1.0 / max(p.w0, 1.0))
     u += F32(0.3)
     np.minimum(tail, u, out=tail)
-    np.clip(tail, F32(0.0), F32(1.0), out=tail)
+    _clamp(tail, 0.0, 1.0)
     alpha *= tail
     density = tex * F32(p.contrast * p.opacity)
     density += F32((1.0 - 0.5 * p.contrast) * p.opacity)
     alpha *= density
-    np.clip(alpha, F32(0.0), F32(1.0), out=alpha)
-    return alpha
+    return _clamp(alpha, 0.0, 1.0)
 
 
 def _composite(cv: _Canvas, target: np.ndarray, piece: _Piece, colour: np.ndarray,
@@ -1021,7 +1037,7 @@ def render(index: int, seed: int, config: SyntheticConfig | None = None) -> Synt
     if scene.u() < 0.75:
         _far_skyline(cv, scene, base, hor)
     furnace = _furnace(cv, scene, base, light)
-    n_tiers, span = scene.int(2, 4), h - base
+    n_tiers, span = 2, h - base
     rows = _block_rows(cv, scene, [(base, h * 0.2, light, 0.25, 0.04, 0.2)] + [
         (base + span * (k + scene.uniform(0.0, 0.5)) / n_tiers, span * 0.25,
          light * (0.95 - 0.1 * k), 0.0, 0.03, 0.18) for k in range(n_tiers)])
@@ -1081,15 +1097,17 @@ def _camera(img: np.ndarray, d: _Draws, bank: _Bank, haze: float,
     offset += F32(0.5)  # truncating x + 0.5 rounds x
     if d.u() < 0.3:
         img *= (F32(1.0) - F32(d.uniform(0.0, 0.35)) * _radius2(h, w))[None]
-    if d.u() < 0.3:  # slight optical / compression blur: [1 2 1] x [1 2 1] (/ 16 in scale)
+    if d.u() < 0.2:  # slight optical / compression blur: [1 2 1] x [1 2 1] (/ 16 in scale)
         buf = np.empty_like(img)
-        np.add(img[:, :, :-2], img[:, :, 2:], out=buf[:, :, 1:-1])
-        mid = img[:, :, 1:-1] * F32(2.0)
-        buf[:, :, 1:-1] += mid
+        inner = buf[:, :, 1:-1]
+        np.add(img[:, :, :-2], img[:, :, 2:], out=inner)
+        inner += img[:, :, 1:-1]
+        inner += img[:, :, 1:-1]
         buf[:, :, 0], buf[:, :, -1] = img[:, :, 0] * F32(4.0), img[:, :, -1] * F32(4.0)
-        np.add(buf[:, :-2], buf[:, 2:], out=img[:, 1:-1])
-        mid = buf[:, 1:-1] * F32(2.0)
-        img[:, 1:-1] += mid
+        inner = img[:, 1:-1]
+        np.add(buf[:, :-2], buf[:, 2:], out=inner)
+        inner += buf[:, 1:-1]
+        inner += buf[:, 1:-1]
         img[:, 0], img[:, -1] = buf[:, 0] * F32(4.0), buf[:, -1] * F32(4.0)
         scale = scale * F32(1.0 / 16.0)
     r = d.u()
@@ -1097,7 +1115,7 @@ def _camera(img: np.ndarray, d: _Draws, bank: _Bank, haze: float,
     img *= scale[:, None, None]
     img += offset[:, None, None]
     img += grain[None]
-    if d.u() < 0.5:  # tone curve x + g x (255 - x) / 255, g in [-0.3, 0.3] (gamma-like;
+    if d.u() < 0.35:  # tone curve x + g x (255 - x) / 255, g in [-0.3, 0.3] (gamma-like;
         g = d.uniform(-0.3, 0.3)  # monotonic on the range the exposure can reach)
         curve = img * F32(-g / 255.0)
         curve += F32(1.0 + g)
