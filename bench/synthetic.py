@@ -316,8 +316,10 @@ def _bank(side: int) -> _Bank:
     n = 6 if side <= 512 else 3
     rng = np.random.default_rng(np.random.SeedSequence([_BANK_SALT, side]))
     sigmas = [side / 8 / 2**i for i in range(8) if side / 8 / 2**i >= 0.7]
-    wf = [0.5**i for i in range(len(sigmas))]
-    wb = [0.6**i for i in range(len(sigmas))]
+    wf, wb = [1.0], [1.0]  # octave weights 0.5^i and 0.6^i (products, not libm pow)
+    for _ in sigmas[1:]:
+        wf.append(wf[-1] * 0.5)
+        wb.append(wb[-1] * 0.6)
     fractal = np.empty((n, t, t), F32)
     billow = np.empty((n, t, t), F32)
     for k in range(n):
@@ -469,9 +471,9 @@ def _sky(cv: _Canvas, d: _Draws, bank: _Bank, horizon: int) -> tuple[np.ndarray,
     clouds = clouds * k  # a linear ramp from lo, saturating at amount
     clouds -= F32(lo) * k
     _clamp(clouds, 0.0, amount)
-    mean = grad.mean(1)
-    for ch in range(3):  # blend towards the cloud colour (relative to the mean sky colour)
-        np.multiply(clouds, cloud[ch] - mean[ch], out=cv.img[ch])
+    mid = (top + hor) * F32(0.5)  # (not a mean: reductions may round differently per CPU)
+    for ch in range(3):  # blend towards the cloud colour (relative to the mid sky colour)
+        np.multiply(clouds, cloud[ch] - mid[ch], out=cv.img[ch])
         cv.img[ch] += grad[ch][:, None]
     return hor, kind
 
