@@ -281,25 +281,40 @@ def _upsample_wrap(low: np.ndarray, factor: int) -> np.ndarray:
     m = low.shape[0]
     pos = (np.arange(m * factor) + 0.5) / factor - 0.5
     i0 = np.floor(pos).astype(np.int64)
-    f = pos - i0
+    f = (pos - i0).astype(low.dtype)
     i0, i1 = i0 % m, (i0 + 1) % m
     rows = low[i0] * (1.0 - f)[:, None] + low[i1] * f[:, None]
     return rows[:, i0] * (1.0 - f)[None, :] + rows[:, i1] * f[None, :]
 
 
+def _blur_wrap(a: np.ndarray, sigma: float) -> np.ndarray:
+    """Periodic Gaussian-like blur: a binomial kernel (variance n / 4 = sigma^2, exact integer
+    weights) applied along both axes with wrap-around, in a fixed order (deterministic)."""
+    n = max(2, 2 * round(2 * sigma * sigma))  # even, so the kernel is centred
+    weights = [a.dtype.type(math.comb(n, k) / 2.0**n) for k in range(n + 1)]
+    r = n // 2
+    for axis in (0, 1):
+        padded = np.pad(a, [(r, r) if ax == axis else (0, 0) for ax in (0, 1)], mode="wrap")
+        length = a.shape[axis]
+        out = np.zeros_like(a)
+        for k, weight in enumerate(weights):
+            window = padded[k:k + length] if axis == 0 else padded[:, k:k + length]
+            out += weight * window
+        a = out
+    return a
+
+
 def _octave(rng: np.random.Generator, side: int, sigma: float) -> np.ndarray:
-    """Periodic Gaussian-smoothed white noise with feature size ``sigma`` and unit std.
+    """Periodic smoothed white noise with feature size ``sigma`` and unit std.
 
-    Coarse octaves are smoothed at a lower resolution (>= 2 px sigma there) and upsampled.
+    Coarse octaves are smoothed at a lower resolution (sigma 1.5 ... 3 px there) and upsampled.
     """
-    from scipy.ndimage import gaussian_filter
-
     factor = 1
-    while sigma / (2 * factor) >= 2.0 and side // (2 * factor) >= 16:
+    while sigma / (2 * factor) >= 1.5 and side // (2 * factor) >= 16:
         factor *= 2
-    low = gaussian_filter(rng.standard_normal((side // factor, side // factor)),
-                          sigma / factor, mode="wrap")
-    low /= low.std()
+    low = _blur_wrap(rng.standard_normal((side // factor, side // factor), dtype=F32),
+                     sigma / factor)
+    low /= low.std(dtype=np.float64).astype(F32)
     return _upsample_wrap(low, factor) if factor > 1 else low
 
 
@@ -313,7 +328,7 @@ def _bank(side: int) -> _Bank:
     cannot change a value (and hence a rendered byte).
     """
     t = 2 * side
-    n = 6 if side <= 512 else 3
+    n = 4 if side <= 512 else 2
     rng = np.random.default_rng(np.random.SeedSequence([_BANK_SALT, side]))
     sigmas = [side / 8 / 2**i for i in range(8) if side / 8 / 2**i >= 0.7]
     wf, wb = [1.0], [1.0]  # octave weights 0.5^i and 0.6^i (products, not libm pow)
@@ -323,17 +338,22 @@ def _bank(side: int) -> _Bank:
     fractal = np.empty((n, t, t), F32)
     billow = np.empty((n, t, t), F32)
     for k in range(n):
-        fbm = np.zeros((t, t))
-        bil = np.zeros((t, t))
+        fbm = np.zeros((t, t), F32)
+        bil = np.zeros((t, t), F32)
         for sigma, af, ab in zip(sigmas, wf, wb, strict=True):
             octave = _octave(rng, t, sigma)
-            fbm += af * octave
-            bil += ab * np.abs(octave)
-        fbm /= math.sqrt(sum(a * a for a in wf))
-        # E|z| = sqrt(2 / pi), Var|z| = 1 - 2 / pi for a standard normal z
-        bil = (bil - 0.7979 * sum(wb)) / math.sqrt(0.3634 * sum(a * a for a in wb))
-        fractal[k] = np.round(np.clip(0.5 + 0.18 * fbm, 0, 1) * 4096) / 4096
-        billow[k] = np.round(np.clip(0.5 + 0.18 * bil, 0, 1) * 4096) / 4096
+            fbm += F32(af) * octave
+            np.abs(octave, out=octave)
+            bil += F32(ab) * octave
+        # to mean 0.5, std 0.18; E|z| = sqrt(2 / pi), Var|z| = 1 - 2 / pi for normal z
+        fbm *= F32(0.18 / math.sqrt(sum(a * a for a in wf)))
+        bil -= F32(0.7979 * sum(wb))
+        bil *= F32(0.18 / math.sqrt(0.3634 * sum(a * a for a in wb)))
+        for out, values in ((fractal, fbm), (billow, bil)):
+            values += F32(0.5)
+            _clamp(values, 0.0, 1.0)
+            values *= F32(4096.0)
+            out[k] = np.round(values) * F32(1.0 / 4096.0)
     grain = rng.standard_normal((2, t, t), dtype=F32)
     return _Bank(fractal, billow, grain)
 
@@ -951,14 +971,15 @@ def _steam(cv: _Canvas, d: _Draws, bank: _Bank, tops: list[tuple[float, float, f
         plume = _Plume(x, y, lean=wind * d.uniform(0.2, 0.8), bend=d.uniform(0.0, 0.3) * wind,
                        length=(-w0 + math.sqrt(w0 * w0 + spread * area / 0.75)) / spread,
                        w0=w0, spread=spread, softness=d.uniform(0.15, 0.4),
-                       edge_amp=d.uniform(0.45, 0.8), opacity=d.uniform(0.85, 1.0),
-                       fade_start=d.uniform(0.3, 0.7), contrast=d.uniform(0.6, 1.2),
+                       edge_amp=d.uniform(0.45, 0.8), opacity=d.uniform(0.9, 1.0),
+                       fade_start=d.uniform(0.3, 0.7), contrast=d.uniform(0.4, 0.9),
                        steam=True, behind=kind == "behind")
-        colour = d.jitter(np.array((250, 250, 252), F32), 4) * F32(0.92) + hor * F32(0.08)
-        colour *= F32(0.85 + 0.15 * light)
+        # white, brighter than clouds (often over-exposed), tinted a little by the sky
+        colour = d.jitter(np.array((252, 252, 254), F32), 3) * F32(0.94) + hor * F32(0.06)
+        colour *= F32(0.95 + 0.2 * light)
         piece = _plume(cv, d, bank, plume)
         if piece is not None:
-            shade = F32(0.62) + F32(0.5) * piece[3]  # bright puffs, grey creases
+            shade = F32(0.8) + F32(0.4) * piece[3]  # bright puffs, light grey creases
             _composite(cv, target, piece, colour, shade)
 
 

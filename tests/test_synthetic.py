@@ -17,21 +17,19 @@ import pytest
 from bench.sample import Sample
 from bench.synthetic import SyntheticConfig, SyntheticImage, generate, render
 
-N = 120
+N = 100
 SIZE = 64
 
 
 @cache
-def _batch(knobs: tuple[tuple[str, float], ...], n: int, seed: int,
-           size: int) -> tuple[SyntheticImage, ...]:
-    cfg = replace(SyntheticConfig(size=size), **dict(knobs))
+def _batch(cfg: SyntheticConfig, n: int, seed: int) -> tuple[SyntheticImage, ...]:
     return tuple(render(i, seed, cfg) for i in range(n))
 
 
 def batch(n: int = N, seed: int = 7, size: int = SIZE,
           **knobs: float) -> tuple[SyntheticImage, ...]:
-    """``n`` scenes of stream ``seed`` with the given knobs (cached across tests)."""
-    return _batch(tuple(sorted(knobs.items())), n, seed, size)
+    """``n`` scenes of stream ``seed`` with the given knobs (cached across tests by config)."""
+    return _batch(replace(SyntheticConfig(size=size), **knobs), n, seed)
 
 
 def same(a: SyntheticImage, b: SyntheticImage) -> bool:
@@ -65,7 +63,7 @@ def test_no_hidden_state_order_threads_or_global_rng() -> None:
 # sha256 (first 32 hex digits) of six scenes' arrays. The generator promises the same bytes on
 # any machine with the same NumPy major version (2.x here: float32 scalar promotion differs in
 # 1.x). If you change the generator on purpose, update this constant and say so in the commit.
-GOLDEN = "51e1bbbf5a570543f1d1e0355d4a2c58"
+GOLDEN = "9355b0ade7b40dad919152c3f87281c9"
 
 
 @pytest.mark.skipif(int(np.__version__.split(".")[0]) < 2, reason="pinned for NumPy 2.x")
@@ -145,7 +143,7 @@ def test_smoke_rate_sets_the_fraction_of_positives(rate: float) -> None:
 
 def test_smoke_coverage_raises_the_smoke_fraction_monotonically() -> None:
     targets = (0.02, 0.05, 0.12)
-    means = [np.mean([it.mask.mean() for it in batch(n=80, size=96, smoke_rate=1.0,
+    means = [np.mean([it.mask.mean() for it in batch(n=50, size=96, smoke_rate=1.0,
                                                       smoke_coverage=c)]) for c in targets]
     assert means[0] < means[1] < means[2]
     for target, mean in zip(targets, means, strict=True):
@@ -154,13 +152,13 @@ def test_smoke_coverage_raises_the_smoke_fraction_monotonically() -> None:
 
 def test_default_coverage_is_a_few_percent_at_full_size() -> None:
     cfg = SyntheticConfig(size=256, smoke_rate=1.0)
-    cover = np.mean([render(i, 0, cfg).mask.mean() for i in range(30)])
+    cover = np.mean([render(i, 0, cfg).mask.mean() for i in range(16)])
     assert 0.03 < cover < 0.08
 
 
 def test_edge_softness_widens_the_partially_transparent_fringe() -> None:
     def stats(softness: float) -> tuple[float, float]:
-        items = batch(smoke_rate=1.0, steam_rate=0.0, edge_softness=softness)
+        items = batch(n=60, smoke_rate=1.0, steam_rate=0.0, edge_softness=softness)
         partial, gradient = [], []
         for it in items:
             a = it.smoke_alpha
@@ -183,7 +181,7 @@ def test_steam_rate_sets_the_fraction_of_images_with_steam(rate: float) -> None:
     assert abs(np.mean([it.steam.any() for it in items]) - rate) < 0.1
 
 
-@pytest.mark.parametrize(("given_smoke", "given_clean"), [(0.9, 0.1), (0.1, 0.9), (0.5, 0.5)])
+@pytest.mark.parametrize(("given_smoke", "given_clean"), [(0.9, 0.1), (0.1, 0.9)])
 def test_chimney_knobs_set_the_conditional_chimney_rates(given_smoke: float,
                                                         given_clean: float) -> None:
     items = batch(chimney_given_smoke=given_smoke, chimney_given_no_smoke=given_clean)
@@ -206,7 +204,7 @@ def test_alpha_threshold_sets_the_mask() -> None:
 
 # -------------------------------------------------------------------------------- geometry
 def test_plumes_rise_from_chimney_tops() -> None:
-    items = batch(smoke_rate=1.0, steam_rate=0.0, chimney_given_smoke=1.0)
+    items = batch(n=60, smoke_rate=1.0, steam_rate=0.0, chimney_given_smoke=1.0)
     for it in items:
         x, y = it.meta["chimney_tops"][0]
         sx, sy, kind = it.meta["sources"][0]
@@ -221,7 +219,7 @@ def test_plumes_rise_from_chimney_tops() -> None:
 
 
 def test_scenes_without_chimneys_have_plumes_from_roofs_or_behind_the_skyline() -> None:
-    items = batch(smoke_rate=1.0, chimney_given_smoke=0.0)
+    items = batch(n=60, smoke_rate=1.0, chimney_given_smoke=0.0)
     assert not any(it.chimney.any() for it in items)
     kinds = {kind for it in items for _, _, kind in it.meta["sources"] if kind != "steam"}
     assert kinds == {"roof", "behind"}
