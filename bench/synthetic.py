@@ -269,7 +269,7 @@ class _Draws:
 # ------------------------------------------------------------------------------- noise bank
 @dataclass(frozen=True)
 class _Bank:
-    """Texture tiles, each (n, T, T) float32 with T = 2 x the longer image side."""
+    """Texture tiles, each (n, T, T) float32, T >= 2 x the longer image side."""
 
     fractal: np.ndarray  # fBm in [0, 1], mean 0.5, std 0.18: clouds, smoke, grit
     billow: np.ndarray   # sum of |octaves| in [0, 1]: round puffs with dark creases (steam)
@@ -310,7 +310,7 @@ def _octave(rng: np.random.Generator, side: int, sigma: float) -> np.ndarray:
     Coarse octaves are smoothed at a lower resolution (sigma 1.5 ... 3 px there) and upsampled.
     """
     factor = 1
-    while sigma / (2 * factor) >= 1.5 and side // (2 * factor) >= 16:
+    while sigma / (2 * factor) >= 1.5 and side // (2 * factor) >= 16 and side % (2 * factor) == 0:
         factor *= 2
     low = _blur_wrap(rng.standard_normal((side // factor, side // factor), dtype=F32),
                      sigma / factor)
@@ -327,7 +327,7 @@ def _bank(side: int) -> _Bank:
     multiples of 1/4096 so that last-bit differences of the float64 filtering on another machine
     cannot change a value (and hence a rendered byte).
     """
-    t = 2 * side
+    t = 64 * math.ceil(side / 32)  # >= 2 side, a multiple of 64 (octaves upsample exactly)
     n = 4 if side <= 512 else 2
     rng = np.random.default_rng(np.random.SeedSequence([_BANK_SALT, side]))
     sigmas = [side / 8 / 2**i for i in range(8) if side / 8 / 2**i >= 0.7]

@@ -108,11 +108,14 @@ def test_types_shapes_and_label_consistency() -> None:
         assert np.array_equal(item.mask, (item.smoke_alpha > 0.15).astype(np.uint8))
 
 
-def test_rectangular_images() -> None:
-    item = render(0, 0, SyntheticConfig(height=48, width=80, smoke_rate=1.0))
-    assert item.image.shape == (48, 80, 3)
-    assert item.mask.shape == item.chimney.shape == item.steam.shape == (48, 80)
-    assert item.label == 1
+@pytest.mark.parametrize("shape", [(48, 80), (40, 300), (33, 77)])
+def test_rectangular_and_odd_sizes(shape: tuple[int, int]) -> None:
+    cfg = SyntheticConfig(height=shape[0], width=shape[1], smoke_rate=1.0, steam_rate=1.0)
+    for index in range(3):
+        item = render(index, 0, cfg)
+        assert item.image.shape == (*shape, 3)
+        assert item.mask.shape == item.chimney.shape == item.steam.shape == shape
+        assert item.label == 1 == int(item.mask.any())
 
 
 def test_steam_and_chimneys_are_never_smoke() -> None:
