@@ -424,9 +424,8 @@ def _grid(y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _clamp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Clamp ``x`` in place (faster than ``np.clip`` with scalar bounds); returns ``x``."""
-    np.maximum(x, F32(lo), out=x)
-    return np.minimum(x, F32(hi), out=x)
+    """Clamp ``x`` in place; returns ``x`` (float32 bounds keep ``np.clip`` on its fast path)."""
+    return np.clip(x, x.dtype.type(lo), x.dtype.type(hi), out=x)
 
 
 def _segment_distance(yy: np.ndarray, xx: np.ndarray, a: tuple[float, float],
@@ -1143,8 +1142,7 @@ def _camera(img: np.ndarray, d: _Draws, bank: _Bank, haze: float,
         curve = img * F32(-g / 255.0)
         curve += F32(1.0 + g)
         img *= curve
-    np.maximum(img, F32(0.0), out=img)
-    np.minimum(img, F32(255.5), out=img)
+    _clamp(img, 0.0, 255.5)
     planes = img.astype(np.uint8)  # truncation
     out = np.empty((h, w, 3), np.uint8)
     for ch in range(3):
