@@ -9,8 +9,8 @@ Each image is a pure function of ``(index, seed, config)``. A scene has
 - chimneys (concrete, dark steel or brick, sometimes red/white bands; cylindrical shading),
 - semi-transparent smoke plumes (brown, orange, yellow-brown, grey, dark) with fractal edges and
   texture, bent by one wind per scene, rising from chimney tops, roofs or from behind the skyline,
-- white steam plumes (billowy, grey in the creases) that count as *no smoke*, as in IJmond's
-  labelling: an image with steam and no smoke is a negative (a hard one),
+- white steam plumes (billowy, light grey in the creases, often over-exposed) that count as *no
+  smoke*, as in IJmond's labelling: an image with steam and no smoke is a negative (a hard one),
 - a camera: haze, exposure, white balance, contrast, tone curve, vignetting, blur, sensor grain.
 
 Colours are chosen to overlap on purpose: grey smoke vs overcast sky, light grey smoke vs steam
@@ -25,7 +25,8 @@ The knobs (`SyntheticConfig`):
 
 - ``smoke_rate``: fraction of images with smoke; the rest are negatives.
 - ``smoke_coverage``: target mean fraction of smoke-mask pixels in smoky images (real smoke covers
-  a few percent of a frame). Per image it varies by a factor 0.3 ... 2.3 around the target.
+  a few percent of a frame; at most 0.3, where plumes fill the sky). Per image it varies by a
+  factor 0.3 ... 2.3 around the target; the mean is calibrated (``_COVERAGE_TABLE``).
 - ``edge_softness``: width of the plume's opacity ramp at its edge, 0 crisp ... 1 very diffuse.
 - ``steam_rate``: fraction of images with steam plumes (independent of smoke).
 - ``chimney_given_smoke`` / ``chimney_given_no_smoke``: **the spurious-correlation knob**.
@@ -43,14 +44,20 @@ The knobs (`SyntheticConfig`):
 labels, scene and camera / chimneys / steam / smoke. A knob changes only what it governs (raising
 ``smoke_coverage`` leaves sky, skyline, chimneys and steam of scene ``index`` as they were).
 Textures come from a bank of noise tiles built once per image size from a fixed seed and
-quantised to multiples of 1/4096. Geometry and pixels use only ``+ - * /``, ``sqrt``, ``abs``,
-``min``/``max`` and comparisons (no ``exp``/``pow``/``sin``, whose results may differ between
-CPUs and math libraries), no BLAS, no FFT and no threads: the same (index, seed, config) gives the
-same bytes on any machine with the same NumPy version.
+quantised to multiples of 1/4096 (so last-bit differences while building it cannot show).
+Geometry and pixels use only ``+ - * /``, ``sqrt``, ``abs``, ``min``/``max`` and comparisons:
+no ``exp``/``pow``/``sin`` (their results may differ between CPUs and math libraries), no
+floating-point reductions (SIMD summation order differs), no BLAS, no FFT, no threads. The same
+(index, seed, config) gives the same bytes on any machine with the same NumPy version; a
+golden-bytes test pins them.
 
-**Speed.** Channels-first float32 canvases, structures drawn as vectorised rows of blocks,
-plumes computed in tight boxes along their axis, textures taken as views of the bank, random
-numbers drawn in chunks: about 300-450 images/s at 256x256 on one core.
+**Speed.** Channels-first float32 canvases; structures drawn as vectorised rows of blocks;
+plumes evaluated at half resolution over their (generous) bounding box, then only in the tight
+box where they are non-zero; textures taken as views of the bank; random numbers drawn in
+blocks. On the 2-vCPU development VM: about 3.7 ms per 256x256 image (270 images/s) with light
+background load, about 5 ms of CPU time when other processes saturate the machine (see
+``benchmarks/test_bench_synthetic.py``). The bank takes ~0.4 s to build at 256 px, once per
+process.
 """
 
 from __future__ import annotations
@@ -197,11 +204,11 @@ class _Draws:
     """A stream of uniform numbers in [0, 1) for one part of one scene.
 
     Philox is a keyed, counter-based generator: the stream is keyed by (seed, index, part) and
-    its k-th block of numbers starts at counter (0, k, 0, 0), so a stream needs no generator
-    object of its own (creating one per image costs more than drawing the whole scene's
-    numbers) and does not depend on what other streams or threads draw. Scalars come from a
-    list refilled 256 at a time (even blocks; scalar Generator calls are slow); ``array``
-    serves small arrays from that list and large ones from a fresh odd block.
+    its k-th draw starts at counter (0, k, 0, 0), so a stream needs no generator object of its
+    own (creating one per image costs more than drawing the whole scene's numbers) and does not
+    depend on what other streams or threads draw. Scalars come from a list refilled 256 at a
+    time (scalar Generator calls are slow); ``array`` serves small arrays from that list and
+    large ones from a draw of their own.
     """
 
     __slots__ = ("block", "buf", "i", "key")
@@ -223,8 +230,6 @@ class _Draws:
         return gen.random(n)
 
     def _refill(self) -> None:
-        if self.block % 2:
-            self.block += 1
         self.buf = self._draw(256).tolist()
         self.i = 0
 
@@ -254,11 +259,7 @@ class _Draws:
         n = math.prod(shape)
         if n <= 160:
             return np.array([self.u() for _ in range(n)]).reshape(shape)
-        if self.block % 2 == 0:
-            self.block += 1
-        out = self._draw(n).reshape(shape)
-        self.block += 1  # the next scalar refill uses the following (even) block
-        return out
+        return self._draw(n).reshape(shape)
 
     def jitter(self, colour: np.ndarray, spread: float) -> np.ndarray:
         """``colour`` plus independent uniform offsets in [-spread, spread] per channel."""
@@ -323,9 +324,10 @@ def _bank(side: int) -> _Bank:
     """Build the texture bank for images whose longer side is ``side`` (cached per process).
 
     Octaves have feature sizes side/8 ... ~1 px; the fractal weights them 1/f (the amplitude
-    halves with the size), the billow sums their absolute values. Tiles are quantised to
-    multiples of 1/4096 so that last-bit differences of the float64 filtering on another machine
-    cannot change a value (and hence a rendered byte).
+    halves with the size), the billow sums their absolute values. Each octave is normalised by
+    its standard deviation, a reduction whose last bits may depend on the CPU's SIMD width, so
+    tiles are quantised to multiples of 1/4096: such differences cannot change a tile value
+    (and hence a rendered byte) unless one lands exactly on a rounding boundary.
     """
     t = 64 * math.ceil(side / 32)  # >= 2 side, a multiple of 64 (octaves upsample exactly)
     n = 4 if side <= 512 else 2
@@ -988,8 +990,9 @@ def _smoke(cv: _Canvas, d: _Draws, bank: _Bank, cfg: SyntheticConfig,
     """1-3 smoke plumes; the first rises from the first chimney when the scene has chimneys.
 
     Plume sizes are set so that the mean mask area over smoky images is about
-    ``smoke_coverage`` of the frame (the factor 0.55 between a plume's nominal area and its
-    mask area was measured at the defaults).
+    ``smoke_coverage`` of the frame: the size parameter comes from the measured
+    ``_COVERAGE_TABLE``, split over the plumes, each plume's nominal area (2 w0 L + spread L^2)
+    divided by 0.55 (mask area / nominal area at the defaults).
     """
     h, w = cv.h, cv.w
     n = 1 + int(d.u() < 0.35) + int(d.u() < 0.1)
