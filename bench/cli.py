@@ -104,6 +104,10 @@ def build_parser(include: Sequence[str] = ()) -> argparse.ArgumentParser:
                        help="run folder: cache/, records/ and leaderboard.md (default: results)")
     p_run.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
                        help="root folder of data set NAME (overrides its file and variable)")
+    p_run.add_argument("--train-on", default=None, metavar="NAME",
+                       help="train (and choose thresholds) on data set NAME and score every "
+                            "--datasets entry: out-of-distribution runs (default: each data set "
+                            "trains on itself)")
     p_run.add_argument("--limit", type=int, default=None, metavar="N",
                        help="use at most N frames per split (deterministic subset)")
     p_run.add_argument("--n-boot", type=int, default=1000,
@@ -120,6 +124,11 @@ def build_parser(include: Sequence[str] = ()) -> argparse.ArgumentParser:
     p_table.add_argument("--pivot", choices=("datasets", "metrics"), default=None,
                          help="methods as rows and data sets or metrics as columns")
     p_table.add_argument("--metric", default="mIoU", help="metric of a data set pivot")
+    p_table.add_argument("--ood", action="store_true",
+                         help="out-of-distribution table: in-domain score, then each other "
+                              "data set with its difference")
+    p_table.add_argument("--reference", metavar="METHOD", default=None,
+                         help="add each method's mIoU gap to METHOD (e.g. supervised)")
     p_table.add_argument("--ablation", metavar="PIPELINE", default=None,
                          help="one row per stage of PIPELINE: base, +stage, +stage ...")
     p_table.add_argument("--grid", metavar="PLUGIN", default=None,
@@ -182,7 +191,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                          limit=args.limit, progress=not args.no_progress, n_boot=args.n_boot)
     for ds in datasets:  # fail before any work if a data root is missing
         resolve_root(DATASETS.get(ds), options.data_roots)
-    cells = [Cell(spec.text, ds, args.split, options) for ds in datasets for spec in specs]
+    train_on = DATASETS.get(args.train_on).name if args.train_on else ""
+    if train_on:
+        resolve_root(DATASETS.get(train_on), options.data_roots)
+    cells = [Cell(spec.text, ds, args.split, options, train_on) for ds in datasets
+             for spec in specs]
     print(f"bench run: {len(specs)} method(s) x {len(datasets)} data set(s), split "
           f"{args.split}, profile {args.profile}", file=sys.stderr)
     run_cells(cells)
@@ -209,7 +222,15 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     from bench.atomic import atomic_path
     from bench.records import load_records
-    from bench.table import ablation, frame, image_leaderboard, leaderboard, pivot, render
+    from bench.table import (
+        ablation,
+        frame,
+        image_leaderboard,
+        leaderboard,
+        ood_table,
+        pivot,
+        render,
+    )
 
     df = frame(load_records(args.out))
     if df.empty:
@@ -232,12 +253,14 @@ def cmd_table(args: argparse.Namespace) -> int:
         from bench.table import grid
 
         table = grid(df, args.grid, [p for p in args.grid_params.split(",") if p])
+    elif args.ood:
+        table = ood_table(df, metric=args.metric)
     elif args.pivot:
         table = pivot(df, args.pivot, metric=args.metric)
     elif (df["level"] == "image").all():
         table = image_leaderboard(df)
     else:
-        table = leaderboard(df[df["level"] == "pixel"])
+        table = leaderboard(df[df["level"] == "pixel"], reference=args.reference)
     text = render(table, args.format)
     if args.output:
         with atomic_path(args.output) as tmp:

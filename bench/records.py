@@ -32,8 +32,11 @@ def record_dir(out: Path, profile: str, seed: int, dataset: str, split: str) -> 
 
 def record_path(out: Path, rec: dict[str, Any]) -> Path:
     """Where the record ``rec`` is stored."""
+    name = rec["method"]
+    if rec.get("train_dataset", rec["dataset"]) != rec["dataset"]:
+        name = f"{name}@{rec['train_dataset']}"  # trained elsewhere: out of distribution
     return record_dir(out, rec["profile"], rec["seed"], rec["dataset"], rec["split"]) / (
-        slug(rec["method"]) + ".json")
+        slug(name) + ".json")
 
 
 def save_areas(record_file: Path, areas: np.ndarray, ids: list[str]) -> Path:

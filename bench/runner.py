@@ -56,6 +56,9 @@ class Cell:
     dataset: str
     split: str
     options: RunOptions
+    #: data set whose ``train`` split trains the method and whose ``val`` split calibrates
+    #: thresholds (empty: ``dataset`` itself); another one makes this an out-of-distribution cell
+    train_dataset: str = ""
 
 
 def resolve_device(device: str) -> str:
@@ -127,6 +130,10 @@ class CellRunner:
         discover_datasets(self.opts.include)
         self.spec: PipelineSpec = parse_pipeline(cell.method)
         self.dataset = DATASETS.get(cell.dataset)
+        self.train_name = DATASETS.get(cell.train_dataset or cell.dataset).name
+        self.ood = self.train_name != self.dataset.name
+        #: key of the scored split in `SplitData` (OOD: kept apart from the training set's own)
+        self.eval_key = f"ood-{cell.split}" if self.ood else cell.split
         self.configs = [c.as_dict() for c in stage_configs(self.spec, self.opts.profile)]
         self.cache_root = self.opts.out / "cache"
         self.data: SplitData | None = None
@@ -140,11 +147,25 @@ class CellRunner:
         if self.cell.split not in available:
             raise ConfigError(f"data set '{self.dataset.name}' has no split '{self.cell.split}' "
                               f"(splits: {', '.join(available)})")
+        if self.ood:
+            return self.load_ood_data(root)
         wanted = {self.cell.split, calibration_split(self.cell.split, available)}
         if self.trains:
             wanted.add("train")
         return load_splits(self.dataset, root, self.opts.profile, self.opts.limit,
                            splits=sorted(wanted))
+
+    def load_ood_data(self, root: Path | None) -> SplitData:
+        """Train and calibrate on the training data set; score a split of another one."""
+        train_config = DATASETS.get(self.train_name)
+        train_root = resolve_root(train_config, self.opts.data_roots)
+        data = load_splits(train_config, train_root, self.opts.profile, self.opts.limit,
+                           splits=["train", "val"])
+        scored = load_splits(self.dataset, root, self.opts.profile, self.opts.limit,
+                             splits=[self.cell.split])
+        data.splits[self.eval_key] = scored[self.cell.split]
+        data.fingerprints[self.eval_key] = scored.fingerprints[self.cell.split]
+        return data
 
     def check_leakage(self, data: SplitData, trains: bool) -> None:
         """Refuse to score frames that training or threshold calibration has seen.
@@ -152,7 +173,7 @@ class CellRunner:
         Frames are compared by id and by content (a hash of the file or pixels), so a copy of a
         test image under another name in the training folder is caught too.
         """
-        scored = self.cell.split
+        scored = self.eval_key
         if trains and scored == "train":
             raise ConfigError(f"'{self.spec.text}' trains on split 'train'; score it on 'val' "
                               "or 'test' (--split)")
@@ -167,14 +188,15 @@ class CellRunner:
                 if shared:
                     example = sorted(shared)[0]
                     raise ConfigError(
-                        f"test-set leakage: {len(shared)} frame(s) of split '{scored}' are also "
-                        f"in '{other}' (same {what}, e.g. '{example}' in {self.dataset.name})")
+                        f"test-set leakage: {len(shared)} frame(s) of split '{self.cell.split}' "
+                        f"of {self.dataset.name} are also in '{other}' of {self.train_name} "
+                        f"(same {what}, e.g. '{example}')")
 
     # ----------------------------------------------------------------- stages
     def stage_states(self, data: SplitData) -> list[StageState]:
         states = []
         trains = False
-        upstream = {"dataset": self.dataset.name, "seed": self.opts.seed,
+        upstream = {"dataset": self.train_name, "seed": self.opts.seed,
                     "profile": self.opts.profile}
         for i, (stage, config) in enumerate(zip(self.spec.stages, self.configs, strict=True)):
             cls = _plugin_class(stage.name)
@@ -230,7 +252,8 @@ class CellRunner:
         specs = plugin.sources() if callable(getattr(plugin, "sources", None)) else []
         ready = []
         for text in specs:
-            sub = CellRunner(Cell(text, self.cell.dataset, self.cell.split, self.opts))
+            sub = CellRunner(Cell(text, self.cell.dataset, self.cell.split, self.opts,
+                                  self.cell.train_dataset))
             sub_states = sub.stage_states(data)
             source = sub.ensure_ready(sub_states, len(sub_states) - 1, data)
             if not isinstance(source, CamSource):
@@ -276,6 +299,8 @@ class CellRunner:
         return [binarize(m, state.threshold).astype(np.uint8) for m in maps]
 
     def calib_name(self, data: SplitData) -> str:
+        if self.ood:
+            return "val"
         return calibration_split(self.cell.split, list(data.splits))
 
     # ----------------------------------------------------------------- maps
@@ -337,13 +362,13 @@ class CellRunner:
         state = states[i]
         name = self.spec.stages[i].name
         output = _output_of(name)
-        eval_split = data[self.cell.split]
+        eval_split = data[self.eval_key]
         calib = self.calib_name(data)
         if not eval_split.has_masks:  # image labels only (RISE clips, class folders)
             from bench.evaluate_image import score_image_level
 
             score = score_image_level(
-                eval_split.ids, eval_split.labels, self.maps(states, i, self.cell.split, data),
+                eval_split.ids, eval_split.labels, self.maps(states, i, self.eval_key, data),
                 output, data[calib].labels, self.maps(states, i, calib, data), calib,
                 n_boot=self.opts.n_boot, seed=self.opts.seed)
             state.threshold = score.threshold
@@ -351,7 +376,7 @@ class CellRunner:
         calib_maps = self.maps(states, i, calib, data) if output == "soft" else None
         score = score_stage(
             eval_samples=eval_split.targets(),
-            eval_maps=self.maps(states, i, self.cell.split, data),
+            eval_maps=self.maps(states, i, self.eval_key, data),
             output=output,
             calib_samples=data[calib].targets() if output == "soft" else None,
             calib_maps=calib_maps,
@@ -372,11 +397,12 @@ class CellRunner:
             "stage_kind": state.config["kind"],
             "output": _output_of(self.spec.stages[i].name),
             "dataset": self.dataset.name,
+            "train_dataset": self.train_name,
             "split": self.cell.split,
             "profile": self.opts.profile,
             "seed": self.opts.seed,
             "device": self.device_used(),
-            "level": "pixel" if data[self.cell.split].has_masks else "image",
+            "level": "pixel" if data[self.eval_key].has_masks else "image",
             "n_images": score.n_images,
             "metrics": score.metrics,
             "ci": score.ci,
@@ -408,7 +434,7 @@ class CellRunner:
         self.data = data
         states = self.stage_states(data)
         self.check_leakage(data, self.trains)
-        scored = data[self.cell.split]
+        scored = data[self.eval_key]
         if not scored.has_masks and all(label is None for label in scored.labels):
             raise ConfigError(f"split '{self.cell.split}' of '{self.dataset.name}' has neither "
                               "pixel masks nor image labels to score against")

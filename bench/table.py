@@ -43,6 +43,7 @@ def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
         row = {
             "method": rec["method"], "pipeline": rec["pipeline"], "stage": rec["stage"],
             "stage_kind": rec["stage_kind"], "dataset": rec["dataset"], "split": rec["split"],
+            "train_dataset": rec.get("train_dataset", rec["dataset"]),
             "profile": rec["profile"], "seed": rec["seed"], "n": rec["n_images"],
             "level": rec.get("level", "pixel"),
             "date": rec.get("provenance", {}).get("date", ""),
@@ -61,7 +62,7 @@ def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
         return df
     # the newest record wins when a (method, dataset, split, profile, seed) was recorded twice
     df = df.sort_values("date").drop_duplicates(
-        ["method", "dataset", "split", "profile", "seed"], keep="last")
+        ["method", "dataset", "train_dataset", "split", "profile", "seed"], keep="last")
     return df.reset_index(drop=True)
 
 
@@ -71,8 +72,19 @@ def _pct(value: Any) -> Any:
     return f"{100 * float(value):.2f}"
 
 
-def leaderboard(df: pd.DataFrame, metrics: Sequence[str] = METRIC_COLUMNS) -> pd.DataFrame:
-    """Final-stage rows (method == pipeline), best mIoU first, formatted for display."""
+def in_domain(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of methods scored on the data set they were trained on."""
+    return df[df["train_dataset"] == df["dataset"]] if not df.empty else df
+
+
+def leaderboard(df: pd.DataFrame, metrics: Sequence[str] = METRIC_COLUMNS,
+                reference: str | None = None) -> pd.DataFrame:
+    """Final-stage in-domain rows, best mIoU first, formatted for display.
+
+    ``reference`` (e.g. ``supervised``) adds a column with each method's mIoU gap to it on the
+    same data set: the thesis's weakly-supervised-vs-supervised comparison.
+    """
+    df = in_domain(df)
     if df.empty:
         return df
     final = df[df["method"] == df["pipeline"]].copy()
@@ -85,11 +97,38 @@ def leaderboard(df: pd.DataFrame, metrics: Sequence[str] = METRIC_COLUMNS) -> pd
         if m == "mIoU":
             out["mIoU 95% CI"] = [f"[{_pct(lo)}, {_pct(hi)}]"
                                   for lo, hi in zip(final["ci_lo"], final["ci_hi"], strict=True)]
+    if reference is not None:
+        ref = final[final["method"] == reference].set_index("dataset")["mIoU"]
+        if ref.empty:
+            raise ConfigError(f"--reference {reference}: no record of it among these rows")
+        out[f"Δ mIoU vs {reference}"] = [
+            "-" if d not in ref else f"{100 * (v - ref[d]):+.2f}"
+            for v, d in zip(final["mIoU"], final["dataset"], strict=True)]
     out["thr"] = final["thr"].map(lambda t: "-" if t is None or pd.isna(t) else f"{t:.2f}")
     for aux in ("chimney", "steam"):
         if aux in final and final[aux].notna().any():
             out[aux] = final[aux].map(_pct)
     return out.reset_index(drop=True)
+
+
+def ood_table(df: pd.DataFrame, metric: str = "mIoU") -> pd.DataFrame:
+    """Out-of-distribution view: per method and training set, the in-domain score, then each
+    other data set's score with its difference to in-domain."""
+    if df.empty:
+        return df
+    final = df[df["method"] == df["pipeline"]]
+    rows = []
+    for (method, train), sub in final.groupby(["method", "train_dataset"], sort=False):
+        home = sub[sub["dataset"] == train]
+        base = float(home[metric].iloc[-1]) if not home.empty else None
+        row: dict[str, Any] = {"method": method, "trained on": train,
+                               f"in-domain {metric}": _pct(base)}
+        for _, r in sub[sub["dataset"] != train].iterrows():
+            row[f"{r['dataset']} {metric}"] = _pct(r[metric])
+            row[f"Δ {r['dataset']}"] = ("-" if base is None or pd.isna(r[metric])
+                                        else f"{100 * (r[metric] - base):+.2f}")
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("-")
 
 
 IMAGE_LEVEL_COLUMNS = ("precision", "recall", "F1", "accuracy", "fp_pixel_rate_neg")
@@ -114,6 +153,7 @@ def pivot(df: pd.DataFrame, by: str, metric: str = "mIoU",
           metrics: Sequence[str] = METRIC_COLUMNS) -> pd.DataFrame:
     """Methods as rows; ``by="datasets"``: one column per data set (``metric``);
     ``by="metrics"``: one column per metric (one row per method and data set)."""
+    df = in_domain(df)
     if df.empty:
         return df
     final = df[df["method"] == df["pipeline"]]
@@ -240,13 +280,20 @@ def leaderboard_markdown(df: pd.DataFrame) -> str:
              ""]
     if df.empty:
         return "\n".join([*lines, "(no records)", ""])
-    for (profile, seed, split, level), sub in df.groupby(["profile", "seed", "split", "level"]):
+    ood = df[df["train_dataset"] != df["dataset"]]
+    for (profile, seed, split, level), sub in in_domain(df).groupby(
+            ["profile", "seed", "split", "level"]):
         if level == "image":
             lines += [f"## split `{split}`, profile `{profile}`, seed {seed}: image level "
                       "(no masks)", "", render(image_leaderboard(sub), "md")]
             continue
         lines += [f"## split `{split}`, profile `{profile}`, seed {seed}", ""]
         lines.append(render(leaderboard(sub), "md"))
+    if not ood.empty:
+        for (profile, seed, split), sub in df[df["train_dataset"].isin(
+                set(ood["train_dataset"]))].groupby(["profile", "seed", "split"]):
+            lines += [f"## out of distribution: split `{split}`, profile `{profile}`, seed "
+                      f"{seed}", "", render(ood_table(sub), "md")]
     lines += ["### Columns", ""]
     lines += [f"- **{k}**: {v}" for k, v in COLUMN_DOCS.items()]
     return "\n".join(lines) + "\n"

@@ -47,3 +47,9 @@ def smoke5k_root(tmp_path: Path) -> Path:
             image, mask = smoke_frame(rng, 48, 64, smoke=i % 3 != 0)
             write_pair(root, split, f"{split}_{i:02d}", image, mask)
     return root
+
+
+@pytest.fixture
+def pair_tools() -> tuple:
+    """(smoke_frame, write_pair), for tests that build more folders of their own."""
+    return smoke_frame, write_pair

@@ -221,3 +221,48 @@ def test_resume_after_sigkill(workspace: dict, tmp_path: Path) -> None:
     assert methods == ["counting_cam", "counting_cam+sleepy"]
     for path in (workspace["out"] / "records").rglob("*.json"):
         json.loads(path.read_text())
+
+
+def test_out_of_distribution_cells(workspace: dict, tmp_path: Path, pair_tools: tuple,
+                                   capsys: pytest.CaptureFixture) -> None:
+    import numpy as np
+
+    smoke_frame, write_pair = pair_tools
+
+    rng = np.random.default_rng(42)
+    other_root = tmp_path / "other"
+    for split, n in (("train", 4), ("test", 3)):
+        for i in range(n):
+            write_pair(other_root, split, f"o{split}{i}", *smoke_frame(rng, 40, 40, i % 2 == 0))
+    extra = tmp_path / "other_ds"
+    extra.mkdir()
+    other = f"other{abs(hash(str(tmp_path))) % 10**6}"
+    (extra / "other.toml").write_text(f'''
+name = "{other}"
+description = "a second tiny set"
+loader = "folder_pairs"
+root = "{other_root}"
+[splits]
+train = "train"
+test = "test"
+''')
+    base = [*workspace["base"], "--include", str(extra)]
+    home = workspace["name"]
+    assert main([*base, "--methods", "trained_cam"]) == 0
+    log = workspace["log"]
+    log.unlink()
+    ood = [a if a != home else f"{home},{other}" for a in base]
+    assert main([*ood, "--methods", "trained_cam", "--train-on", home]) == 0
+    assert "fit" not in calls(log)  # the classifier trained on `home` is reused
+    recs = {(r["dataset"], r["train_dataset"]): r for r in load_records(workspace["out"])}
+    assert set(recs) == {(home, home), (other, home)}
+    assert recs[(other, home)]["threshold"]["chosen_on"] == "val"
+    assert recs[(other, home)]["n_images"] == 3
+    capsys.readouterr()
+    assert main(["table", "--out", str(workspace["out"]), "--ood"]) == 0
+    table = capsys.readouterr().out
+    assert f"{other} mIoU" in table and f"Δ {other}" in table
+    delta = 100 * (recs[(other, home)]["metrics"]["mIoU"] - recs[(home, home)]["metrics"]["mIoU"])
+    assert f"{delta:+.2f}" in table
+    board = (workspace["out"] / "leaderboard.md").read_text()
+    assert "out of distribution" in board
