@@ -118,6 +118,9 @@ class StageState:
     maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     threshold: float | None = None
+    #: cache folder of the trained state: ``key``, or for a plugin with ``inference_params``
+    #: a key without them, so variants that differ only in how they infer share one training
+    model_key: str = ""
 
 
 class CellRunner:
@@ -205,8 +208,15 @@ class CellRunner:
             if trains:
                 upstream["train_data"] = data.fingerprints.get("train")
                 upstream["derived"] = data.derived
-            states.append(StageState(i, self.spec.prefix(i + 1).text, config,
-                                     stable_hash(upstream), trains))
+            key = stable_hash(upstream)
+            skip = set(getattr(cls, "inference_params", ()))
+            model_key = key
+            if skip:
+                params = {k: v for k, v in config["params"].items() if k not in skip}
+                model_key = stable_hash({**upstream, "stage": {**config, "params": params},
+                                         "trained_state": True})
+            states.append(StageState(i, self.spec.prefix(i + 1).text, config, key, trains,
+                                     model_key=model_key))
         return states
 
     def context(self, state: StageState) -> RunContext:
@@ -229,7 +239,7 @@ class CellRunner:
         self.prepare_sources(plugin, data)
         state.plugin = plugin
         if plugin.trainable:
-            model_dir = ctx.workdir / "model"
+            model_dir = self.cache_root / (state.model_key or state.key) / "model"
             if (model_dir / "DONE").exists():
                 plugin.load(model_dir)
             else:
