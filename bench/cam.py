@@ -129,6 +129,10 @@ class ClassifierCam(CamSource):
 
     trainable: ClassVar[bool] = True
     label: ClassVar[str] = "Classifier CAM"
+    #: parameters that change how CAMs are read, not what is trained: variants differing only
+    #: in these share one trained classifier in the runner's cache
+    inference_params: ClassVar[tuple[str, ...]] = ("layers", "layer_fusion", "normalize",
+                                                   "cam_scale", "batch_infer")
 
     @dataclass
     class Params:
@@ -197,8 +201,8 @@ class ClassifierCam(CamSource):
 
     #: the quick profile: minutes on a laptop CPU, no download (random init)
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {"weights": "none", "input_size": 128, "epochs": 3, "batch_size": 16,
-                  "lr": 1e-3, "warmup_epochs": 0.5},
+        "quick": {"weights": "none", "input_size": 128, "epochs": 2, "batch_size": 16,
+                  "lr": 1e-3, "warmup_epochs": 0.5, "epoch_size": 96},
     }
 
     def __init__(self, params: Any | None = None, ctx: Any | None = None) -> None:

@@ -18,6 +18,9 @@ class EffNetCam(ClassifierCam):
     variant instead.
     """
 
+    #: quick: fine-tune from ``blocks.3`` on (earlier layers frozen) on 1024 images per epoch
+    #: (SMOKE5K-dev: 11k labelled crops; on it this beat full fine-tuning, 1.5x faster)
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {**ClassifierCam.profiles["quick"], "lr": 5e-4},
+        "quick": {**ClassifierCam.profiles["quick"], "lr": 1e-3, "epoch_size": 1024,
+                  "train_from": "blocks.3"},
     }

@@ -268,3 +268,19 @@ def test_params_validation() -> None:
 def test_untrained_compute_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="fit"):
         make_cam(tmp_path).compute(images(1))
+
+
+def test_inference_only_variants_share_one_training(smoke5k_root: Path, tmp_path: Path) -> None:
+    """``layers``/``normalize``/``cam_scale`` change the maps, not the trained classifier."""
+    from bench.runner import Cell, RunOptions, run_cell
+
+    opts = RunOptions(out=tmp_path / "out", data_roots={"smoke5k": str(smoke5k_root)},
+                      progress=False, n_boot=10, device="cpu")
+    spec = "classifier[input_size=32,epochs=1,batch_size=4,epoch_size=0{}]"
+    first = run_cell(Cell(spec.format(""), "smoke5k", "test", opts))[-1]
+    second = run_cell(Cell(spec.format(",normalize=sigmoid,layers=layer4"), "smoke5k", "test",
+                           opts))[-1]
+    assert first["config"]["cache_key"] != second["config"]["cache_key"]
+    models = list((tmp_path / "out" / "cache").glob("*/model/DONE"))
+    assert len(models) == 1
+    assert second["timings"]["fit_s"] == first["timings"]["fit_s"]
