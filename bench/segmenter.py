@@ -669,9 +669,9 @@ class DeepLabV3PlusSegmenter(TorchSegmenter):
         decoder_channels: int = 256
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {"encoder": "efficientnet_lite0", "crop_size": 160, "batch_size": 8,
-                  "epochs": 6, "scale_min": 0.75, "scale_max": 1.5, "lr": 0.01,
-                  "decoder_channels": 128, "tile_size": 512, "val_limit": 24},
+        "quick": {"encoder": "efficientnet_lite0", "crop_size": 128, "batch_size": 8,
+                  "epochs": 3, "scale_min": 0.75, "scale_max": 1.5, "lr": 0.01,
+                  "decoder_channels": 128, "tile_size": 512, "val_limit": 16},
     }
 
     def _encoder_plan(self, pretrained: bool) -> tuple[str, Any, dict[str, Any],
