@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.config import DatasetConfig
+from bench.data.config import DatasetConfig, check_options
 from bench.data.frames import Frame
 from bench.data.io import image_size
 from bench.data.loaders import register_loader
@@ -97,14 +97,7 @@ class CocoOptions:
     def from_config(cls, config: DatasetConfig) -> CocoOptions:
         opts = dict(config.options)
         where = f"{config.path}: [coco]"
-        unknown = set(opts) - _KNOWN
-        if unknown:
-            raise ConfigError(f"{where} unknown keys {sorted(unknown)} (known: "
-                              f"{', '.join(sorted(_KNOWN))})")
-        for key, choices in _CHOICES.items():
-            if key in opts and opts[key] not in choices:
-                raise ConfigError(f"{where} {key} must be one of {', '.join(choices)}, not "
-                                  f"{opts[key]!r}")
+        check_options(config, _KNOWN, _CHOICES)
         for key in ("high_opacity", "low_opacity", "folders"):
             if key in opts:
                 value = [opts[key]] if isinstance(opts[key], str) else opts[key]

@@ -113,6 +113,22 @@ def discover_datasets(include: Iterable[str | os.PathLike[str]] = ()) -> None:
             _scanned.add(path.resolve())
 
 
+def check_options(config: DatasetConfig, known: Iterable[str],
+                  choices: dict[str, Iterable[str]]) -> None:
+    """Reject unknown keys of a dataset file's loader table and values outside their choices."""
+    where = f"{config.path}: [{config.loader}]"
+    known = set(known)
+    unknown = set(config.options) - known
+    if unknown:
+        raise ConfigError(f"{where} unknown keys {sorted(unknown)} (known: "
+                          f"{', '.join(sorted(known))})")
+    for key, allowed in choices.items():
+        allowed = tuple(allowed)
+        if key in config.options and config.options[key] not in allowed:
+            raise ConfigError(f"{where} {key} must be one of {', '.join(allowed)}, not "
+                              f"{config.options[key]!r}")
+
+
 def resolve_root(config: DatasetConfig, overrides: dict[str, str]) -> Path | None:
     """The data root: ``--data-root NAME=PATH`` > the ``root_env`` variable > the file's root.
 

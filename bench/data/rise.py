@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.config import DatasetConfig
+from bench.data.config import DatasetConfig, check_options
 from bench.data.frames import Frame
 from bench.data.loaders import register_loader
 from bench.data.split_rules import SplitRule
@@ -118,14 +118,7 @@ class RiseOptions:
     def from_config(cls, config: DatasetConfig) -> RiseOptions:
         opts = config.options
         where = f"{config.path}: [rise]"
-        unknown = set(opts) - _KNOWN
-        if unknown:
-            raise ConfigError(f"{where} unknown keys {sorted(unknown)} (known: "
-                              f"{', '.join(sorted(_KNOWN))})")
-        for key, choices in _CHOICES.items():
-            if key in opts and opts[key] not in choices:
-                raise ConfigError(f"{where} {key} must be one of {', '.join(choices)}, not "
-                                  f"{opts[key]!r}")
+        check_options(config, _KNOWN, _CHOICES)
         out = cls(**{k: v for k, v in opts.items() if k in cls.__dataclass_fields__})
         if not isinstance(out.every, int) or out.every < 1:
             raise ConfigError(f"{where} every must be a positive integer")
