@@ -43,6 +43,7 @@ from bench.classifier import (
     TimmNet,
     TrainSettings,
     WeightsSpec,
+    check_backbone,
     checkpoint_path,
     create_net,
     image_set,
@@ -77,12 +78,18 @@ def fuse_maps(maps: Sequence[np.ndarray], mode: str = "mean") -> np.ndarray:
     return out.astype(np.float32)
 
 
+def _writable(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous, writable array (decoded images are read-only; torch wants writable)."""
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()
+
+
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a uint8 HxWx3 image to ``size`` = (height, width), bilinear with antialiasing."""
     h, w = int(size[0]), int(size[1])
     if image.shape[:2] == (h, w):
         return image
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(_writable(image)).permute(2, 0, 1)[None].float()
     y = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     return y[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
 
@@ -93,7 +100,7 @@ def resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     cam = np.asarray(cam, dtype=np.float32)
     if cam.shape == (h, w):
         return cam
-    x = torch.from_numpy(np.ascontiguousarray(cam))[None, None]
+    x = torch.from_numpy(_writable(cam))[None, None]
     antialias = h < cam.shape[0] or w < cam.shape[1]
     y = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=antialias)
     return y[0, 0].numpy()
@@ -198,6 +205,9 @@ class ClassifierCam(CamSource):
                 raise ValueError("input_size must be >= 16, epochs >= 0 and batch_size >= 1")
             if self.output_stride not in (0, 8, 16, 32):
                 raise ValueError("output_stride must be 0, 8, 16 or 32")
+            # fail before any data is loaded: unknown backbone, missing weights file
+            check_backbone(self.backbone)
+            resolve_weights(self.weights, self.pretrained, self.backbone)
 
     #: the quick profile: minutes on a laptop CPU, no download (random init)
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
@@ -237,6 +247,7 @@ class ClassifierCam(CamSource):
             self.weights_info = spec.describe()
         if p.train_from:
             self._freeze_before(p.train_from)
+        self.net.check_layers(p.layers)  # before training, not after it
         return self.net
 
     def _freeze_before(self, prefix: str) -> None:

@@ -327,20 +327,26 @@ class TimmNet(nn.Module):
             out = self.model.forward_head(flat).reshape(b * h * w, -1)[:, 0]
         return out.reshape(b, h, w)
 
-    def layer_grids(self, x: torch.Tensor, layers: Sequence[str]) -> list[torch.Tensor]:
-        """Feature grids of the named modules (empty: the final features), one forward pass."""
-        if not layers:
-            feats = self.model.forward_features(self.normalize(x))
-            return [self.to_grid(feats, x.shape[-2:], normed=True)]
+    def check_layers(self, layers: Sequence[str]) -> dict[str, nn.Module]:
+        """The named modules; an unknown name is a `ConfigError` with close matches."""
         modules = dict(self.model.named_modules())
-        captured: dict[str, torch.Tensor] = {}
-        handles = []
         for name in layers:
             if name not in modules:
                 choices = [n for n in modules if n]
                 close = difflib.get_close_matches(name, choices, n=4, cutoff=0.5)
                 hint = f" Did you mean {', '.join(close)}?" if close else ""
                 raise ConfigError(f"backbone '{self.backbone}' has no layer '{name}'.{hint}")
+        return modules
+
+    def layer_grids(self, x: torch.Tensor, layers: Sequence[str]) -> list[torch.Tensor]:
+        """Feature grids of the named modules (empty: the final features), one forward pass."""
+        if not layers:
+            feats = self.model.forward_features(self.normalize(x))
+            return [self.to_grid(feats, x.shape[-2:], normed=True)]
+        modules = self.check_layers(layers)
+        captured: dict[str, torch.Tensor] = {}
+        handles = []
+        for name in layers:
 
             def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
                 captured[name] = out[0] if isinstance(out, tuple) else out

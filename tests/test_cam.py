@@ -49,14 +49,24 @@ def test_resnet_cam_equals_gradcam(tmp_path: Path, backbone: str) -> None:
 
     cam = make_cam(tmp_path, backbone=backbone)
     net = cam.build()
-    batch = images(2)
-    ours = cam.compute(batch)
+    batch = []
+    for i, (y, x0) in enumerate(((8, 8), (64, 40))):  # a bright square on dark noise
+        image = images(1, 128, seed=i)[0] // 3
+        image[y:y + 48, x0:x0 + 48] = 230
+        batch.append(image)
     x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():  # a random head orthogonal to the mean feature: CAMs straddle 0
+        grid = net.layer_grids(x, ())[0]
+        mean = grid.mean((0, 2, 3))
+        w = torch.randn(mean.shape, generator=torch.Generator().manual_seed(0))
+        net.model.fc.weight.copy_(w - (w @ mean) / (mean @ mean) * mean)
+    ours = cam.compute(batch)
     with GradCAM(model=net.model, target_layers=[net.model.layer4]) as gradcam:
         theirs = gradcam(input_tensor=net.normalize(x),
                          targets=[ClassifierOutputTarget(0)] * len(batch))
     for a, b in zip(ours, theirs, strict=True):
-        assert a.shape == b.shape == (64, 64)
+        assert a.shape == b.shape == (128, 128)
+        assert np.ptp(a) > 0.5 and np.ptp(b) > 0.5  # non-trivial maps
         np.testing.assert_allclose(minmax(a), minmax(b), atol=1e-5)
 
 
@@ -91,19 +101,18 @@ def test_vit_patch_token_cam_is_exact(tmp_path: Path) -> None:
 
 def test_layers_select_and_fuse(tmp_path: Path) -> None:
     base = make_cam(tmp_path)
-    base.build()
+    net = base.build()
     batch = images(2)
-    last = make_cam(tmp_path, layers=("layer4.1",))  # the last block = the final features
-    last.build()
-    for a, b in zip(base.compute(batch), last.compute(batch), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():  # hooking the last block gives the final features
+        final, hooked = net.layer_grids(x, ())[0], net.layer_grids(x, ["layer4.1"])[0]
+    assert float(final.abs().max()) > 0
+    torch.testing.assert_close(final, hooked, atol=0, rtol=0)
     both = make_cam(tmp_path, layers=("layer4.0", "layer4.1"), layer_fusion="gmean")
     both.build()
     assert all(m.shape == (64, 64) for m in both.compute(batch))
-    bad = make_cam(tmp_path, layers=("layer4.7",))
-    bad.build()
-    with pytest.raises(ConfigError, match=r"no layer 'layer4\.7'"):
-        bad.compute(batch)
+    with pytest.raises(ConfigError, match=r"no layer 'layer4\.7'.*layer4\.1"):
+        make_cam(tmp_path, layers=("layer4.7",)).build()  # checked before any training
     narrow = make_cam(tmp_path, layers=("layer3",))
     narrow.build()
     with pytest.raises(ConfigError, match="256 channels"):

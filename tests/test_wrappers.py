@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from bench.cam import ClassifierCam, fuse_maps, resize_map, window_starts
 from bench.plugins import METHODS, discover
@@ -27,7 +28,13 @@ def base() -> ClassifierCam:
     cam = ClassifierCam(ClassifierCam.Params(backbone="resnet18", weights="none", input_size=64,
                                              cam_scale=1.0),
                         RunContext(device="cpu", seed=0, progress=False))
-    cam.build()
+    net = cam.build()
+    x = torch.from_numpy(np.stack(images(4))).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():  # a head orthogonal to the mean feature: CAMs are not all zero
+        mean = net.layer_grids(x, ())[0].mean((0, 2, 3))
+        w = torch.randn(mean.shape, generator=torch.Generator().manual_seed(0))
+        net.model.fc.weight.copy_(w - (w @ mean) / (mean @ mean) * mean)
+    assert all(np.ptp(m) > 0.5 for m in cam.compute(images(3)))
     return cam
 
 
@@ -38,9 +45,16 @@ class Brightness(CamSource):
         return [im.mean(2).astype(np.float32) / 255 for im in images]
 
 
-def images(n: int, h: int = 64, w: int = 64) -> list[np.ndarray]:
+def images(n: int, h: int = 96, w: int = 96) -> list[np.ndarray]:
+    """Dark noise with a bright square somewhere (so CAMs have structure)."""
     rng = np.random.default_rng(1)
-    return [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+    out = []
+    for _ in range(n):
+        image = rng.integers(0, 90, (h, w, 3), dtype=np.uint8)
+        y, x = rng.integers(0, h // 2), rng.integers(0, w // 2)
+        image[y:y + h // 3, x:x + w // 3] = 230
+        out.append(image)
+    return out
 
 
 def test_multiscale_one_scale_no_flip_is_the_base(base: ClassifierCam) -> None:
@@ -63,7 +77,7 @@ def test_multiscale_flip_of_a_pointwise_cam_and_scales() -> None:
 
 def test_sliding_window_tile_covering_the_image_is_the_base(base: ClassifierCam) -> None:
     batch = images(2)
-    for tile in (64, 512):
+    for tile in (96, 512):
         sw = plugin("sliding_window", base, tile=tile, stride=32)
         for a, b in zip(sw.compute(batch), base.compute(batch), strict=True):
             np.testing.assert_array_equal(a, b)
