@@ -212,7 +212,7 @@ class ClassifierCam(CamSource):
     #: the quick profile: minutes on a laptop CPU, no download (random init)
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"weights": "none", "input_size": 128, "epochs": 2, "batch_size": 16,
-                  "lr": 1e-3, "warmup_epochs": 0.5, "epoch_size": 96},
+                  "lr": 1e-3, "warmup_epochs": 0.5, "epoch_size": 64},
     }
 
     def __init__(self, params: Any | None = None, ctx: Any | None = None) -> None:

@@ -14,7 +14,7 @@ class MultiScale(CamWrapper):
     """Multi-scale (and flip) inference over any CAM source: scales, flip, mean or max."""
 
     label = "Multi scale"
-    demo = "effnet+multiscale"
+    demo = "effnet+multiscale[scales=1:2,flip=false]"
 
     @dataclass
     class Params:

@@ -11,10 +11,16 @@ from bench import CamWrapper, register_method, window_starts
 
 @register_method("sliding_window")
 class SlidingWindow(CamWrapper):
-    """Tiles (tile, stride) through any CAM source, stitched with uniform or Hann blending."""
+    """Tiles (tile, stride) through any CAM source, stitched with uniform or Hann blending.
+
+    Each tile's map comes from the wrapped source as it is, so tiles should be on a common
+    scale: use a source whose maps are not normalised per image, e.g. a classifier with
+    ``normalize=sigmoid`` (per-position probabilities); per-tile min-max stretches every tile,
+    smoke-free ones included, to [0, 1].
+    """
 
     label = "Sliding window"
-    demo = "effnet+sliding_window[tile=160,stride=96]"
+    demo = "effnet[normalize=sigmoid]+sliding_window[tile=160,stride=96]"
 
     @dataclass
     class Params:
