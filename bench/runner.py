@@ -428,6 +428,12 @@ class CellRunner:
             "provenance": provenance(),
         }
         path = record_path(self.opts.out, rec)
+        if path.exists() and rec["pipeline"] != rec["method"]:
+            # a longer pipeline recomputing this prefix must not demote a method that was run
+            # on its own (the leaderboard lists records whose pipeline is the method itself)
+            old = json.loads(path.read_text(encoding="utf-8"))
+            if old.get("pipeline") == old.get("method"):
+                rec["pipeline"] = rec["method"]
         save_areas(path, score.per_image_areas, score.image_ids)
         write_json(path, rec)
         return rec

@@ -266,3 +266,12 @@ test = "test"
     assert f"{delta:+.2f}" in table
     board = (workspace["out"] / "leaderboard.md").read_text()
     assert "out of distribution" in board
+
+
+def test_prefix_of_a_longer_pipeline_keeps_its_own_leaderboard_row(workspace: dict) -> None:
+    base = workspace["base"]
+    # the longer pipeline rewrites the prefix record (new provenance), not its place on the board
+    assert main([*base, "--methods", "counting_cam[gain=3]"]) == 0
+    assert main([*base, "--methods", "counting_cam[gain=3]+sleepy"]) == 0
+    board = (workspace["out"] / "leaderboard.md").read_text()
+    assert "| counting_cam[gain=3] " in board and "| counting_cam[gain=3]+sleepy " in board
