@@ -307,33 +307,17 @@ def _histogram_areas(
     return np.stack([inter, area_pred + area_label - inter, area_pred, area_label])
 
 
-class AreaAccumulator:
-    """Collects per-image areas over a data set.
+class _PerImageAreas:
+    """Per-image area arrays kept in order with their image ids (shared by the accumulators)."""
 
-    ``add`` once per image; ``areas`` holds the per-image areas ``(N, 4, C)`` (kept for the
-    bootstrap), ``total`` their sum ``(4, C)``, ``ids`` the image ids in order, and ``metrics()``
-    the data-set metrics.
-    """
-
-    def __init__(self, num_classes: int = 2, ignore_index: int = IGNORE_INDEX) -> None:
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
+    def __init__(self, row_shape: tuple[int, ...]) -> None:
+        self._row_shape = row_shape
         self._rows: list[np.ndarray] = []
         self._ids: list[str | None] = []
         self._stacked: np.ndarray | None = None
 
-    def add(self, pred: np.ndarray, label: np.ndarray, image_id: str | None = None) -> np.ndarray:
-        """Score one image and keep its areas; returns them, shape ``(4, C)``."""
-        areas = image_areas(pred, label, self.num_classes, self.ignore_index)
-        self.add_areas(areas, image_id)
-        return areas
-
-    def add_areas(self, areas: np.ndarray, image_id: str | None = None) -> None:
-        """Keep precomputed areas of one image (e.g. read back from a cache)."""
-        arr = np.asarray(areas)
-        if arr.shape != (4, self.num_classes):
-            raise ValueError(f"areas must have shape (4, {self.num_classes}), got {arr.shape}")
-        self._rows.append(arr.astype(np.int64, copy=True))
+    def _keep(self, areas: np.ndarray, image_id: str | None) -> None:
+        self._rows.append(areas)
         self._ids.append(image_id)
         self._stacked = None
 
@@ -347,19 +331,43 @@ class AreaAccumulator:
 
     @property
     def areas(self) -> np.ndarray:
-        """Per-image areas, int64 ``(N, 4, C)``."""
+        """Per-image areas, int64 ``(N, *row_shape)``."""
         if self._stacked is None:
-            self._stacked = (
-                np.stack(self._rows)
-                if self._rows
-                else np.zeros((0, 4, self.num_classes), dtype=np.int64)
-            )
+            self._stacked = (np.stack(self._rows) if self._rows
+                             else np.zeros((0, *self._row_shape), dtype=np.int64))
         return self._stacked
 
     @property
     def total(self) -> np.ndarray:
-        """Areas summed over the images, int64 ``(4, C)``."""
+        """Areas summed over the images, int64 ``row_shape``."""
         return self.areas.sum(axis=0, dtype=np.int64)
+
+
+class AreaAccumulator(_PerImageAreas):
+    """Collects per-image areas over a data set.
+
+    ``add`` once per image; ``areas`` holds the per-image areas ``(N, 4, C)`` (kept for the
+    bootstrap), ``total`` their sum ``(4, C)``, ``ids`` the image ids in order, and ``metrics()``
+    the data-set metrics.
+    """
+
+    def __init__(self, num_classes: int = 2, ignore_index: int = IGNORE_INDEX) -> None:
+        super().__init__((4, num_classes))
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+
+    def add(self, pred: np.ndarray, label: np.ndarray, image_id: str | None = None) -> np.ndarray:
+        """Score one image and keep its areas; returns them, shape ``(4, C)``."""
+        areas = image_areas(pred, label, self.num_classes, self.ignore_index)
+        self.add_areas(areas, image_id)
+        return areas
+
+    def add_areas(self, areas: np.ndarray, image_id: str | None = None) -> None:
+        """Keep precomputed areas of one image (e.g. read back from a cache)."""
+        arr = np.asarray(areas)
+        if arr.shape != (4, self.num_classes):
+            raise ValueError(f"areas must have shape (4, {self.num_classes}), got {arr.shape}")
+        self._keep(arr.astype(np.int64, copy=True), image_id)
 
     def metrics(self) -> dict[str, float]:
         """Data-set metrics, see :func:`metrics_from_areas`."""
@@ -533,7 +541,7 @@ def metric_curve(sweep: np.ndarray, metric: str = "mIoU") -> np.ndarray:
     return _metric_array(arr, metric)
 
 
-class SweepAccumulator:
+class SweepAccumulator(_PerImageAreas):
     """Per-image areas of soft maps at every threshold: ``areas`` is int64 ``(N, T, 4, 2)``.
 
     Fill one accumulator per split. Choose the threshold on the validation split with
@@ -545,42 +553,14 @@ class SweepAccumulator:
         self, thresholds: np.ndarray = DEFAULT_THRESHOLDS, ignore_index: int = IGNORE_INDEX
     ) -> None:
         self.thresholds = _as_thresholds(thresholds)
+        super().__init__((self.thresholds.size, 4, 2))
         self.ignore_index = ignore_index
-        self._rows: list[np.ndarray] = []
-        self._ids: list[str | None] = []
-        self._stacked: np.ndarray | None = None
 
     def add(self, soft: np.ndarray, label: np.ndarray, image_id: str | None = None) -> np.ndarray:
         """Sweep one image and keep its areas; returns them, shape ``(T, 4, 2)``."""
         areas = _sweep_areas(soft, label, self.thresholds, self.ignore_index)
-        self._rows.append(areas)
-        self._ids.append(image_id)
-        self._stacked = None
+        self._keep(areas, image_id)
         return areas
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    @property
-    def ids(self) -> list[str | None]:
-        """Image ids in the order they were added (None where none was given)."""
-        return list(self._ids)
-
-    @property
-    def areas(self) -> np.ndarray:
-        """Per-image areas at every threshold, int64 ``(N, T, 4, 2)``."""
-        if self._stacked is None:
-            self._stacked = (
-                np.stack(self._rows)
-                if self._rows
-                else np.zeros((0, self.thresholds.size, 4, 2), dtype=np.int64)
-            )
-        return self._stacked
-
-    @property
-    def total(self) -> np.ndarray:
-        """Areas summed over the images at every threshold, int64 ``(T, 4, 2)``."""
-        return self.areas.sum(axis=0, dtype=np.int64)
 
     def curve(self, metric: str = "mIoU") -> np.ndarray:
         """Data-set ``metric`` at every threshold, float64 ``(T,)``."""
