@@ -12,9 +12,9 @@ class DeepLabV3Plus(DeepLabV3PlusSegmenter):
     Pseudo labels come from the stage before it (soft maps thresholded at the threshold chosen
     on the validation split); 255 is ignored by the partial cross-entropy. ``crf_weight=2e-9``
     adds the DenseCRF loss of Tang et al. (ECCV 2018). Quick profile: EfficientNet-Lite0 with
-    packaged ImageNet weights, 160-px crops, 6 epochs on CPU; full profile: ResNet-101, 512-px
-    crops, 60 epochs (parameters in `bench.segmenter.DeepLabV3PlusSegmenter`).
+    packaged ImageNet weights, 128-px crops, 4 epochs of AdamW on CPU; full profile: ResNet-101,
+    512-px crops, 60 epochs of SGD (parameters in `bench.segmenter.DeepLabV3PlusSegmenter`).
     """
 
     label = "DeepLabV3+"
-    demo = "dark_channel+threshold+deeplabv3plus"
+    demo = "effnet+crf+deeplabv3plus"

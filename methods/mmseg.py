@@ -28,7 +28,7 @@ class MMSeg(TorchSegmenter):
     """
 
     label = "mmseg"
-    demo = "dark_channel+threshold+mmseg"
+    demo = "effnet+crf+mmseg"
     requires = ("mmseg:mmseg", "mmcv:mmseg", "mmengine:mmseg")
 
     @dataclass
@@ -58,8 +58,8 @@ class MMSeg(TorchSegmenter):
         "full": {"lr": 0.01, "head_lr_mult": 1.0, "batch_size": 8},
         "quick": {"config": "deeplabv3plus/deeplabv3plus_r18-d8_4xb4-80k_loveda-512x512.py",
                   "backbone_pretrained": False, "crop_size": 128, "batch_size": 8,
-                  "epochs": 4, "scale_min": 0.75, "scale_max": 1.5, "lr": 0.01,
-                  "head_lr_mult": 1.0, "val_limit": 24},
+                  "epochs": 2, "scale_min": 0.75, "scale_max": 1.5, "lr": 0.01,
+                  "head_lr_mult": 1.0, "val_every": 2, "val_limit": 16},
     }
 
     def _config(self, pretrained: bool) -> Any:
