@@ -205,6 +205,10 @@ class CellRunner:
             cls = _plugin_class(stage.name)
             trains = trains or bool(cls.trainable)
             upstream = {"up": upstream, "stage": config}
+            if getattr(cls, "uses_input_threshold", False):
+                # the input threshold is chosen on the calibration split, which depends on
+                # the scored split (val when scoring test, train when scoring val)
+                upstream["calibration"] = self.calib_name(data)
             if trains:
                 upstream["train_data"] = data.fingerprints.get("train")
                 upstream["derived"] = data.derived
@@ -237,6 +241,9 @@ class CellRunner:
         if isinstance(plugin, CamWrapper):
             plugin.inner = self.ensure_ready(states, i - 1, data)  # type: ignore[assignment]
         self.prepare_sources(plugin, data)
+        if isinstance(plugin, Refiner) and plugin.uses_input_threshold and i > 0 \
+                and _output_of(self.spec.stages[i - 1].name) == "soft":
+            plugin.input_threshold = self.stage_threshold(states, i - 1, data)
         state.plugin = plugin
         if plugin.trainable:
             model_dir = self.cache_root / (state.model_key or state.key) / "model"
@@ -298,15 +305,20 @@ class CellRunner:
                       data: SplitData) -> list[np.ndarray]:
         """Stage ``i``'s maps on the training split as labels (soft maps: its chosen threshold)."""
         maps = self.maps(states, i, "train", data)
-        state = states[i]
         if _output_of(self.spec.stages[i].name) == "labels":
             return [m.astype(np.uint8) for m in maps]
+        from bench.metrics import binarize
+
+        threshold = self.stage_threshold(states, i, data)
+        return [binarize(m, threshold).astype(np.uint8) for m in maps]
+
+    def stage_threshold(self, states: list[StageState], i: int, data: SplitData) -> float:
+        """The threshold chosen for stage ``i``'s soft maps on the calibration split."""
+        state = states[i]
         if state.threshold is None:
             self.evaluate(states, i, data)
         assert state.threshold is not None
-        from bench.metrics import binarize
-
-        return [binarize(m, state.threshold).astype(np.uint8) for m in maps]
+        return float(state.threshold)
 
     def calib_name(self, data: SplitData) -> str:
         if self.ood:

@@ -150,6 +150,14 @@ class Refiner(Plugin):
     output: ClassVar[Output] = "soft"
     #: what `refine` accepts from the stage before it
     accepts: ClassVar[tuple[Output, ...]] = ("soft",)
+    #: True: the runner sets `input_threshold` before `refine` runs
+    uses_input_threshold: ClassVar[bool] = False
+
+    def __init__(self, params: Any | None = None, ctx: RunContext | None = None) -> None:
+        super().__init__(params, ctx)
+        #: the threshold chosen for the upstream soft map on the calibration split (the one
+        #: its record reports), so a refiner can read a CAM on its calibrated scale
+        self.input_threshold: float | None = None
 
     def fit(self, train: Sequence[Sample], maps: Sequence[np.ndarray]) -> None:
         """Learn from training images and their upstream maps (only when ``trainable``)."""

@@ -212,3 +212,32 @@ def test_refiner_backends_agree() -> None:
 def test_refiner_params_are_validated(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         load_refiner().Params(**{field: value})
+
+
+def test_calibrate_maps_the_center_to_one_half_and_keeps_order() -> None:
+    calibrate = load_refiner().refine.__globals__["calibrate"]  # methods/ is not a package
+    x = np.linspace(0, 1, 101, dtype=np.float32)
+    for center in (0.04, 0.3, 0.8):
+        y = calibrate(x, center)
+        np.testing.assert_allclose(calibrate(np.float32([center]), center), [0.5], atol=1e-6)
+        assert y[0] == 0 and y[-1] == 1 and (np.diff(y) > 0).all()
+    np.testing.assert_array_equal(calibrate(x, 0.5), x)
+    assert np.isfinite(calibrate(x, 1.0)).all() and np.isfinite(calibrate(x, 0.0)).all()
+
+
+def test_refiner_reads_a_low_scale_cam_at_its_calibrated_threshold() -> None:
+    """A CAM whose best threshold is 0.05 reads as 'background' to a CRF taking it as a
+    probability; centred on that threshold it gives the same result as the unscaled CAM."""
+    cls = load_refiner()
+    image, mask = smoke_scene(3, 80, 80)
+    cam = blurred_cam(mask, 3)
+    low = 0.1 * cam  # 0.05 in the low CAM is 0.5 in the original
+    sample = Sample("s", image, 1, mask.astype(np.uint8))
+    raw = cls().refine(sample, low)
+    assert (raw > 0.5).sum() == 0  # the failure: everything background
+    refiner = cls()
+    refiner.input_threshold = 0.05
+    centred = refiner.refine(sample, low)
+    assert iou(centred > 0.5, mask) > iou(cam > 0.5, mask)
+    fixed = cls(cls.Params(center=0.05)).refine(sample, low)
+    np.testing.assert_array_equal(fixed, centred)

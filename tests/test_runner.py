@@ -76,6 +76,21 @@ class Sleepy(Refiner):
         if os.environ.get("BENCH_TEST_SLEEP"):
             time.sleep(600)
         return cam
+
+
+@register_method("reads_threshold")
+class ReadsThreshold(Refiner):
+    """Logs the input threshold the runner hands it."""
+
+    uses_input_threshold = True
+
+    @dataclass
+    class Params:
+        pass
+
+    def refine(self, sample, cam):
+        log(f"input={self.input_threshold}")
+        return cam
 '''
 
 
@@ -275,3 +290,17 @@ def test_prefix_of_a_longer_pipeline_keeps_its_own_leaderboard_row(workspace: di
     assert main([*base, "--methods", "counting_cam[gain=3]+sleepy"]) == 0
     board = (workspace["out"] / "leaderboard.md").read_text()
     assert "| counting_cam[gain=3] " in board and "| counting_cam[gain=3]+sleepy " in board
+
+
+def test_refiner_gets_the_input_stage_threshold_of_its_calibration_split(workspace: dict) -> None:
+    base, log, out = workspace["base"], workspace["log"], workspace["out"]
+    for split, calibrated_on in (("test", "val"), ("val", "train")):
+        if log.exists():
+            log.unlink()
+        assert main([*base, "--methods", "counting_cam+reads_threshold", "--split", split]) == 0
+        cam = next(r for r in load_records(out)
+                   if r["method"] == "counting_cam" and r["split"] == split)
+        assert cam["threshold"]["chosen_on"] == calibrated_on
+        seen = {c for c in calls(log) if c.startswith("input=")}
+        # recomputed for the new calibration split, never with a missing threshold
+        assert seen == {f"input={cam['threshold']['value']}"}, (split, seen)
