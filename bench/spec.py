@@ -168,7 +168,7 @@ def expand_methods(arg: str) -> list[PipelineSpec]:
     """Expand a ``--methods`` value: comma-separated pipelines and wildcards over plugin names.
 
     A wildcard selects every matching plugin, each run through its demo pipeline if it cannot
-    run alone (a refiner ``crf`` runs as ``dark_channel+crf``). An explicit name that cannot run
+    run alone (a refiner ``crf`` runs as ``effnet+crf``). An explicit name that cannot run
     alone is an error that names a pipeline that would.
     """
     out: list[PipelineSpec] = []

@@ -33,7 +33,7 @@ class DenseCRF(Refiner):
     output = "soft"
     accepts = ("soft",)
     uses_input_threshold = True
-    demo = "dark_channel+crf"
+    demo = "effnet+crf"
 
     @dataclass
     class Params:

@@ -174,7 +174,7 @@ def test_missing_pydensecrf2_says_how_to_install(monkeypatch: pytest.MonkeyPatch
 
 def test_refiner_returns_a_sharper_soft_map() -> None:
     cls = load_refiner()
-    assert cls.output == "soft" and cls.demo == "dark_channel+crf"
+    assert cls.output == "soft" and cls.demo == "effnet+crf"
     refiner = cls()
     assert refiner.params.iterations == 10 and refiner.params.backend == "bench"
     image, mask = smoke_scene(3, 80, 80)
