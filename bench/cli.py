@@ -250,9 +250,13 @@ def cmd_table(args: argparse.Namespace) -> int:
         labels = {e.name: e.meta.get("label") or e.name for e in METHODS.entries()}
         table = ablation(df, args.ablation, labels)
     elif args.grid:
+        from bench.plugins import METHODS
         from bench.table import grid
 
-        table = grid(df, args.grid, [p for p in args.grid_params.split(",") if p])
+        shown = [p for p in args.grid_params.split(",") if p]
+        if not shown and args.grid in METHODS.names():
+            shown = list(METHODS.get(args.grid).cls.grid_params)
+        table = grid(df, args.grid, shown)
     elif args.ood:
         table = ood_table(df, metric=args.metric)
     elif args.pivot:

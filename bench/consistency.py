@@ -100,6 +100,8 @@ class ConsistencyCam(ClassifierCam):
     """ViT student CAM trained for cross-architecture consistency with a CNN teacher."""
 
     label: ClassVar[str] = "Consistency"
+    #: the thesis's transfer-loss ablation: metric x level x paradigm x lambda
+    grid_params: ClassVar[tuple[str, ...]] = ("metric", "level", "paradigm", "lam")
 
     @dataclass
     class Params(ClassifierCam.Params):

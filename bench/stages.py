@@ -76,6 +76,8 @@ class Plugin:
     #: selection skips the plugin with a note when one is missing, an explicit one fails.
     requires: ClassVar[tuple[str, ...]] = ()
     profiles: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: parameters `bench table --grid NAME` shows first, even where they do not vary
+    grid_params: ClassVar[tuple[str, ...]] = ()
 
     @dataclass
     class Params:

@@ -164,3 +164,26 @@ def test_grid_table_one_row_per_combination() -> None:
     assert "| cosine" in render(table, "md")
     varying = grid(frame(recs), "consistency")
     assert list(varying.columns)[:2] == ["metric", "level"]  # only what differs
+
+
+def test_bench_table_grid_shows_the_declared_ablation_axes(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """`bench table --grid consistency` shows metric x level x paradigm x lam even where only
+    one of them varies (the thesis's table shape), from `ConsistencyCam.grid_params`."""
+    import json
+
+    from bench.cli import main
+    from bench.records import record_path
+
+    for metric, miou in (("cosine", 0.4), ("l1", 0.3)):
+        params = {"metric": metric, "level": "spatial", "paradigm": "teacher_student",
+                  "lam": 1.0}
+        rec = record(f"consistency[metric={metric}]",
+                     [{"name": "consistency", "kind": "cam", "params": params}], miou)
+        path = record_path(tmp_path, rec)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rec))
+    assert main(["table", "--out", str(tmp_path), "--grid", "consistency"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert [c.strip() for c in header.strip("|").split("|")][:5] == \
+        ["metric", "level", "paradigm", "lam", "mIoU"]
