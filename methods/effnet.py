@@ -21,6 +21,7 @@ class EffNetCam(ClassifierCam):
     #: quick: fine-tune from ``blocks.3`` on (earlier layers frozen) on 1024 images per epoch
     #: (SMOKE5K-dev: 11k labelled crops; on it this beat full fine-tuning, 1.5x faster)
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {**ClassifierCam.profiles["quick"], "lr": 1e-3, "epoch_size": 1024,
+        "quick": {**ClassifierCam.profiles["quick"], "input_size": 128, "lr": 1e-3,
+                  "epoch_size": 1024,
                   "train_from": "blocks.3"},
     }
