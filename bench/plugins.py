@@ -220,8 +220,9 @@ def missing_requirements(name: str) -> list[str]:
     missing = []
     for item in requires:
         module, _, extra = item.partition(":")
-        if importlib.util.find_spec(module) is None:
-            missing.append(f"pip install 'smoke-wsss-bench[{extra or module}]'")
+        hint = f"pip install 'smoke-wsss-bench[{extra or module}]'"
+        if importlib.util.find_spec(module) is None and hint not in missing:
+            missing.append(hint)  # several modules of one extra: one hint
     return missing
 
 

@@ -88,11 +88,13 @@ from bench import CamSource, register_method
 class NeedsExtra(CamSource):
     """Needs a module nobody has."""
 
-    requires = ("no_such_module_xyz:fancy",)
+    requires = ("no_such_module_xyz:fancy", "no_such_module_abc:fancy")
 ''')
     scan_file(path)
     texts = [s.text for s in expand_methods("needs_extra*,all_smoke")]
     assert texts == ["all_smoke"]
-    assert "skipping 'needs_extra_cam'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "skipping 'needs_extra_cam'" in err
+    assert err.count("smoke-wsss-bench[fancy]") == 1  # one hint per extra, not per module
     with pytest.raises(ConfigError, match=r"pip install 'smoke-wsss-bench\[fancy\]'"):
         expand_methods("needs_extra_cam")
