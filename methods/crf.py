@@ -98,7 +98,5 @@ def calibrate(cam: np.ndarray, center: float) -> np.ndarray:
     need an infinite exponent).
     """
     t = min(max(float(center), 0.01), 0.99)
-    if t == 0.5:
-        return cam
     gamma = np.log(0.5) / np.log(t)
     return np.power(np.clip(cam, 0.0, 1.0), gamma, dtype=np.float32)

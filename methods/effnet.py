@@ -22,6 +22,5 @@ class EffNetCam(ClassifierCam):
     #: (SMOKE5K-dev: 11k labelled crops; on it this beat full fine-tuning, 1.5x faster)
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {**ClassifierCam.profiles["quick"], "input_size": 128, "lr": 1e-3,
-                  "epoch_size": 1024,
-                  "train_from": "blocks.3"},
+                  "epoch_size": 1024, "train_from": "blocks.3"},
     }
