@@ -187,7 +187,8 @@ def score_image_level(eval_ids: Sequence[str], eval_labels: Sequence[int | None]
                       eval_maps: Sequence[np.ndarray], output: str,
                       calib_labels: Sequence[int | None], calib_maps: Sequence[np.ndarray],
                       calib_name: str = "val", n_boot: int = 1000, seed: int = 0,
-                      pixel_threshold: float | None = None) -> StageScore:
+                      pixel_threshold: float | None = None,
+                      eval_units: Sequence[str] | None = None) -> StageScore:
     """Score maps against image labels (see the module docstring for the rules).
 
     Args:
@@ -197,11 +198,15 @@ def score_image_level(eval_ids: Sequence[str], eval_labels: Sequence[int | None]
         calib_name: its name, for the record.
         n_boot, seed: bootstrap resamples and seed of the 95% intervals.
         pixel_threshold: fix the pixel threshold instead of choosing it (soft maps only).
+        eval_units: the bootstrap unit of each scored sample (e.g. its video clip: frames of
+            one clip are resampled together); None: every sample is its own unit.
 
     Returns:
         A `bench.evaluate.StageScore` whose per-image areas are one-pixel image decisions.
     """
     ids, labels, maps = _labelled(eval_ids, eval_labels, eval_maps)
+    units = None if eval_units is None else [
+        unit for unit, lab in zip(eval_units, eval_labels, strict=True) if lab is not None]
     skipped = len(eval_ids) - len(ids)
     if not ids:
         raise ConfigError("image-level scoring: no sample of the scored split has an image label")
@@ -224,7 +229,7 @@ def score_image_level(eval_ids: Sequence[str], eval_labels: Sequence[int | None]
     })
     ci: dict[str, Any] = {"level": 0.95, "n_boot": n_boot}
     for name in CI_METRICS:
-        lo, hi = bootstrap_ci(areas, metric=name, n_boot=n_boot, seed=seed)
+        lo, hi = bootstrap_ci(areas, metric=name, n_boot=n_boot, seed=seed, groups=units)
         ci[name] = [float(lo), float(hi)]
     ci["fp_pixel_rate_neg"] = _mean_ci(neg, n_boot, seed)
     info = {
@@ -238,4 +243,4 @@ def score_image_level(eval_ids: Sequence[str], eval_labels: Sequence[int | None]
         "skipped_unlabelled": skipped, "warnings": chosen.warnings,
     }
     return StageScore(metrics, ci, chosen.pixel, info, {}, areas, ids, len(ids),
-                      extra={"fractions": fractions})
+                      extra={"fractions": fractions}, units=units)

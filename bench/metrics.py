@@ -45,7 +45,8 @@ a chosen threshold with the same exact comparison.
 
 Uncertainty: :func:`bootstrap_ci` resamples images with replacement and recomputes the summed
 metric of each resample; :func:`paired_bootstrap` does the same for the difference between two
-methods scored on the same images.
+methods scored on the same images. Both take ``groups`` to resample correlated rows together
+(the frames of a video clip); the harness scores stitched frames, so tiles never are rows.
 
 Distractors: :func:`distractor_mass` and :class:`DistractorAccumulator` measure the share of CAM
 mass that lands on auxiliary masks such as ``chimney`` or ``steam``.
@@ -53,7 +54,7 @@ mass that lands on auxiliary masks such as ``chimney`` or ``steam``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,7 @@ __all__ = [
     "binarize",
     "bootstrap_ci",
     "distractor_mass",
+    "group_areas",
     "image_areas",
     "metric_curve",
     "metrics_from_areas",
@@ -706,12 +708,32 @@ def _percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float
     return float(lo), float(hi)
 
 
+def group_areas(areas: np.ndarray, groups: Sequence[Hashable] | None) -> np.ndarray:
+    """Per-image areas summed per group (groups in order of first appearance).
+
+    The bootstrap resamples these rows: the unit of independence is the group (a frame whose
+    tiles are rows, a clip whose frames are rows), never a part of it.
+    """
+    if groups is None:
+        return areas
+    if len(groups) != areas.shape[0]:
+        raise ValueError(f"{len(groups)} groups for {areas.shape[0]} rows of areas")
+    index: dict[Hashable, int] = {}
+    codes = np.array([index.setdefault(g, len(index)) for g in groups], np.int64)
+    if len(index) == areas.shape[0]:
+        return areas
+    out = np.zeros((len(index), *areas.shape[1:]), areas.dtype)
+    np.add.at(out, codes, areas)
+    return out
+
+
 def bootstrap_ci(
     per_image_areas: np.ndarray,
     metric: str = "mIoU",
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int | None = 0,
+    groups: Sequence[Hashable] | None = None,
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of a data-set metric, resampling images.
 
@@ -726,12 +748,15 @@ def bootstrap_ci(
         n_boot: number of resamples.
         alpha: 0.05 gives the 95% interval (2.5th and 97.5th percentiles).
         seed: seed of ``np.random.default_rng``.
+        groups: one label per row; rows of a group are resampled together (e.g. the frames
+            of one video clip). None: every row is its own unit.
 
     Returns:
         ``(low, high)`` as floats.
     """
     areas = np.asarray(per_image_areas)
     _check_areas(areas, "per_image_areas")
+    areas = group_areas(areas, groups)
     _check_boot_args(n_boot, alpha)
     n, _, n_cls = areas.shape
     if n == 0:
@@ -751,11 +776,13 @@ def paired_bootstrap(
     n_boot: int = 1000,
     seed: int | None = 0,
     alpha: float = 0.05,
+    groups: Sequence[Hashable] | None = None,
 ) -> dict[str, Any]:
     """Paired bootstrap comparison of two methods scored on the same images in the same order.
 
     Every resample draws one set of images and scores both methods on it, so the image-to-image
-    variation shared by both cancels out of the difference.
+    variation shared by both cancels out of the difference. ``groups`` (one label per image)
+    resamples the images of a group together, as :func:`bootstrap_ci` does.
 
     Returns a dict with:
         ``metric``, ``value_a``, ``value_b``: the metric of each method on all images;
@@ -779,6 +806,7 @@ def paired_bootstrap(
         )
     _check_areas(a, "areas_a")
     _check_boot_args(n_boot, alpha)
+    a, b = group_areas(a, groups), group_areas(b, groups)
     n, _, n_cls = a.shape
     if n == 0:
         raise ValueError("no images to compare")

@@ -3,7 +3,7 @@
 Layout under the run folder::
 
     records/<profile>/seed<seed>/<dataset>/<split>/<method-slug>.json
-    records/<profile>/seed<seed>/<dataset>/<split>/<method-slug>.areas.npz   # for bootstraps
+    records/<profile>/seed<seed>/<dataset>/<split>/<method-slug>.areas.npz   # per frame
 """
 
 from __future__ import annotations
@@ -39,17 +39,24 @@ def record_path(out: Path, rec: dict[str, Any]) -> Path:
         slug(name) + ".json")
 
 
-def save_areas(record_file: Path, areas: np.ndarray, ids: list[str]) -> Path:
-    """Store per-image areas beside a record (for paired bootstrap comparisons)."""
+def save_areas(record_file: Path, areas: np.ndarray, ids: list[str],
+               units: list[str] | None = None) -> Path:
+    """Store per-frame areas beside a record (for paired bootstrap comparisons).
+
+    ``units`` gives each frame's bootstrap unit (the frame itself, or its video clip).
+    """
     path = record_file.with_suffix(".areas.npz")
-    write_npz(path, {"areas": areas, "ids": np.array(ids)})
+    write_npz(path, {"areas": areas, "ids": np.array(ids),
+                     "units": np.array(ids if units is None else units)})
     return path
 
 
-def load_areas(record_file: Path) -> tuple[np.ndarray, list[str]]:
-    """Per-image areas and ids stored beside a record."""
+def load_areas(record_file: Path) -> tuple[np.ndarray, list[str], list[str]]:
+    """Per-frame areas, frame ids and bootstrap units stored beside a record."""
     with np.load(record_file.with_suffix(".areas.npz")) as npz:
-        return npz["areas"], [str(i) for i in npz["ids"]]
+        ids = [str(i) for i in npz["ids"]]
+        units = [str(u) for u in npz["units"]] if "units" in npz.files else ids
+        return npz["areas"], ids, units
 
 
 def load_records(out: Path) -> list[dict[str, Any]]:

@@ -53,7 +53,7 @@ class RunContext:
         """The ``torch.device`` to run on (``auto``: CUDA when available)."""
         import torch
 
-        from bench.runner import resolve_device
+        from bench.device import resolve_device
 
         return torch.device(resolve_device(self.device))
 

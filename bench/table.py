@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import ConfigError
+from bench.registry import natural_key
 
 METRIC_COLUMNS = ("mIoU", "IoU_smoke", "precision", "recall", "F1", "accuracy")
 PERCENT = {"mIoU", "IoU_smoke", "IoU_background", "precision", "recall", "F1", "accuracy",
@@ -22,9 +23,11 @@ FORMATS = ("md", "latex", "csv")
 COLUMN_DOCS = {
     "method": "pipeline spec (plugins joined by +)",
     "dataset": "data set the method was scored on",
-    "n": "number of scored images (tiles)",
+    "frames": "scored frames (tiles stitched back, each pixel counted once; [tiles] score = "
+              "\"tile\" data sets count tiles)",
+    "n": "image level: scored images with an image label",
     "mIoU": "mean of background and smoke IoU, areas summed over the split (%)",
-    "mIoU 95% CI": "95% bootstrap interval over images (--n-boot resamples)",
+    "mIoU 95% CI": "95% bootstrap interval over frames (video: clips; --n-boot resamples)",
     "IoU_smoke": "smoke-class IoU (%)",
     "precision": "smoke precision (%)",
     "recall": "smoke recall (%)",
@@ -66,6 +69,42 @@ def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def natural_rank(values: pd.Series) -> pd.Series:
+    """Each value's rank in natural order: numbers by value, names by `natural_key`
+    (``resnet50`` before ``resnet101``); a sort key for `pandas.DataFrame.sort_values`."""
+    def key(value: Any) -> tuple[Any, ...]:
+        if value is None:  # missing values last
+            return (2, ())
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return (0, float(value))
+        text = ":".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        return (1, natural_key(text))
+
+    order = {v: i for i, v in enumerate(sorted({_hashable(v) for v in values}, key=key))}
+    return values.map(lambda v: order[_hashable(v)])
+
+
+def _hashable(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+def _by_name_then(df: pd.DataFrame, name: str, metric: str) -> pd.DataFrame:
+    """Rows grouped by ``name`` in natural order, best ``metric`` first, ties by method name."""
+    return df.sort_values([name, metric, "method"], ascending=[True, False, True],
+                          kind="stable", key=lambda col: col if col.name == metric
+                          else natural_rank(col))
+
+
 def _pct(value: Any) -> Any:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "-"
@@ -88,9 +127,9 @@ def leaderboard(df: pd.DataFrame, metrics: Sequence[str] = METRIC_COLUMNS,
     if df.empty:
         return df
     final = df[df["method"] == df["pipeline"]].copy()
-    final = final.sort_values(["dataset", "mIoU"], ascending=[True, False])
+    final = _by_name_then(final, "dataset", "mIoU")
     out = pd.DataFrame({"method": final["method"], "dataset": final["dataset"],
-                        "n": final["n"]})
+                        "frames": final["n"]})
     for m in metrics:
         if m in final:
             out[m] = final[m].map(_pct)
@@ -136,8 +175,7 @@ IMAGE_LEVEL_COLUMNS = ("precision", "recall", "F1", "accuracy", "fp_pixel_rate_n
 
 def image_leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     """Final-stage rows scored at image level (no masks), best F1 first."""
-    final = df[df["method"] == df["pipeline"]].sort_values(["dataset", "F1"],
-                                                           ascending=[True, False])
+    final = _by_name_then(df[df["method"] == df["pipeline"]], "dataset", "F1")
     out = pd.DataFrame({"method": final["method"], "dataset": final["dataset"],
                         "n": final["n"]})
     for m in IMAGE_LEVEL_COLUMNS:
@@ -160,11 +198,15 @@ def pivot(df: pd.DataFrame, by: str, metric: str = "mIoU",
     if by == "datasets":
         table = final.pivot_table(index="method", columns="dataset", values=metric,
                                   aggfunc="first")
-        table = table.sort_values(table.columns[0], ascending=False)
+        table = table[sorted(table.columns, key=natural_key)]
+        table = table.iloc[natural_rank(pd.Series(table.index)).argsort().to_numpy()]
+        table = table.sort_values(table.columns[0], ascending=False, kind="stable")
         return table.map(_pct).reset_index()
     if by == "metrics":
         cols = [m for m in metrics if m in final]
-        table = final.set_index(["method", "dataset"])[cols].sort_values("mIoU", ascending=False)
+        final = _by_name_then(final, "dataset", "mIoU").sort_values(
+            "mIoU", ascending=False, kind="stable")
+        table = final.set_index(["method", "dataset"])[cols]
         return table.map(_pct).reset_index()
     raise ConfigError(f"--pivot must be 'datasets' or 'metrics', not '{by}'")
 
@@ -251,7 +293,7 @@ def grid(df: pd.DataFrame, plugin: str, params: Sequence[str] = (),
     table = pd.DataFrame(out_rows)
     order = [k.strip("()") for k in shown]
     if order:
-        table = table.sort_values(order, kind="stable", key=lambda col: col.astype(str))
+        table = table.sort_values(order, kind="stable", key=natural_rank)
     for col in [*metrics, "chimney", "steam"]:
         if col in table:
             table[col] = table[col].map(_pct)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.config import DatasetConfig, check_options
+from bench.data.file_index import FileIndex
 from bench.data.frames import Frame
 from bench.data.loaders import register_loader
 from bench.data.split_rules import SplitRule
@@ -266,8 +267,14 @@ class ClipFrame(Frame):
                                               f"{self.size[1]}x{self.size[0]}")
         return image
 
-    def content_key(self) -> str:
-        return f"{super().content_key()}#{self.index}"
+    def content_key(self, index: FileIndex | None = None) -> str:
+        """The clip file's digest and this frame's index in it."""
+        return f"{super().content_key(index)}#{self.index}"
+
+    @property
+    def unit(self) -> str:
+        """Frames of one clip are correlated: the clip is the bootstrap unit."""
+        return str(self.image_path)
 
 
 # --------------------------------------------------------------------------- metadata
