@@ -24,3 +24,14 @@ class ConfigError(BenchError):
 
 class UnknownNameError(ConfigError):
     """A name that no registry knows; the message lists close matches and the choices."""
+
+
+class PluginError(BenchError):
+    """An exception inside a plugin (or its file's import), reported as one line naming the
+    plugin, its stage and the data set; ``--debug`` / ``BENCH_DEBUG=1`` shows the traceback."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` of an exception on one line (first line of the message, stripped)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

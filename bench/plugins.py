@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench.errors import ConfigError
+from bench.errors import BenchError, ConfigError, PluginError, one_line
 from bench.registry import Registry
 
 ENTRY_POINT_GROUP = "smoke_wsss_bench.plugins"
@@ -228,7 +228,13 @@ def missing_requirements(name: str) -> list[str]:
 
 def _file_loader(path: Path) -> Callable[[], None]:
     def load() -> None:
-        import_plugin_file(path)
+        try:
+            import_plugin_file(path)
+        except BenchError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{path}: importing the plugin file failed: "
+                              f"{one_line(exc)}") from exc
 
     return load
 

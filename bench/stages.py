@@ -206,6 +206,21 @@ def check_cam(cam: np.ndarray, image: np.ndarray, who: str) -> np.ndarray:
     return np.clip(cam, 0.0, 1.0)
 
 
+def check_map(m: np.ndarray, image: np.ndarray, output: str, who: str) -> np.ndarray:
+    """Validate a stage's output against its image: a soft map as `check_cam` does, a label
+    map as HxW with values 0, 1 and 255 only."""
+    if output == "soft":
+        return check_cam(m, image, who)
+    m = np.asarray(m)
+    if m.shape != image.shape[:2]:
+        raise ValueError(f"{who} returned a map of shape {m.shape} for an image of shape "
+                         f"{image.shape[:2]}")
+    bad = np.setdiff1d(np.unique(m), [0, 1, 255])
+    if bad.size:
+        raise ValueError(f"{who} returned label values {bad[:5].tolist()} (allowed: 0, 1, 255)")
+    return m
+
+
 def normalize_cam(cam: np.ndarray, eps: float = 1e-8) -> np.ndarray:
     """Min-max normalise a map to [0, 1] (a constant map becomes all zeros)."""
     cam = np.asarray(cam, dtype=np.float32)
