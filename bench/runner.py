@@ -156,16 +156,16 @@ class CellRunner:
         if self.trains:
             wanted.add("train")
         return load_splits(self.dataset, root, self.opts.profile, self.opts.limit,
-                           splits=sorted(wanted))
+                           splits=sorted(wanted), index=self.opts.out)
 
     def load_ood_data(self, root: Path | None) -> SplitData:
         """Train and calibrate on the training data set; score a split of another one."""
         train_config = DATASETS.get(self.train_name)
         train_root = resolve_root(train_config, self.opts.data_roots)
         data = load_splits(train_config, train_root, self.opts.profile, self.opts.limit,
-                           splits=["train", "val"])
+                           splits=["train", "val"], index=self.opts.out)
         scored = load_splits(self.dataset, root, self.opts.profile, self.opts.limit,
-                             splits=[self.cell.split])
+                             splits=[self.cell.split], index=self.opts.out)
         data.splits[self.eval_key] = scored[self.cell.split]
         data.fingerprints[self.eval_key] = scored.fingerprints[self.cell.split]
         return data
@@ -174,8 +174,11 @@ class CellRunner:
         """Refuse to score frames that training or threshold calibration has seen.
 
         Frames are compared by id and by content (a hash of the file or pixels), so a copy of a
-        test image under another name in the training folder is caught too.
+        test image under another name in the training folder is caught too. The error names
+        the files on both sides and the ``[exclude]`` entry that leaves them out of training.
         """
+        from bench.data.leakage import find_leaks, leakage_message
+
         scored = self.eval_key
         if trains and scored == "train":
             raise ConfigError(f"'{self.spec.text}' trains on split 'train'; score it on 'val' "
@@ -184,16 +187,14 @@ class CellRunner:
         for other in dict.fromkeys(others):
             if other == scored:
                 continue
-            for what, a, b in (("frame id", data[other].source_ids, data[scored].source_ids),
-                               ("image content", data[other].content_keys(),
-                                data[scored].content_keys())):
-                shared = a & b
-                if shared:
-                    example = sorted(shared)[0]
-                    raise ConfigError(
-                        f"test-set leakage: {len(shared)} frame(s) of split '{self.cell.split}' "
-                        f"of {self.dataset.name} are also in '{other}' of {self.train_name} "
-                        f"(same {what}, e.g. '{example}')")
+            leaks = find_leaks(data[other], data[scored])
+            if leaks:
+                train_config = DATASETS.get(self.train_name)
+                raise ConfigError(leakage_message(
+                    leaks, scored_split=self.cell.split, scored_name=self.dataset.name,
+                    seen_split=other, seen_config=train_config,
+                    scored_root=resolve_root(self.dataset, self.opts.data_roots),
+                    seen_root=resolve_root(train_config, self.opts.data_roots)))
 
     # ----------------------------------------------------------------- stages
     def stage_states(self, data: SplitData) -> list[StageState]:

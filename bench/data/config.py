@@ -14,6 +14,8 @@ Schema (every key but ``name`` and ``loader`` is optional; see ``datasets/README
     [masks]  encoding = "binary255"  # binary255 {0,255}, binary01 {0,1}, ... (masks.py)
     [tiles]  size = 512              # frames larger than this are cut into tiles, not resized
     [image_labels] crop = 0, smoke_min_fraction = 0.01   # derive image labels from masks
+    [exclude]  train = ["frame id", ...]  # frames left out of a split (before val, limit, tiles)
+               missing = "error"          # an id no frame has: "error" or "ignore" (subsets)
     [<loader>] ...                   # options of the loader kind
 """
 
@@ -51,6 +53,10 @@ class DatasetConfig:
     tiles: dict[str, Any] = field(default_factory=dict)
     image_labels: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    #: ``[exclude]``: split -> frame ids left out of it (``bench.data.splits.apply_exclusions``)
+    exclude: dict[str, list[str]] = field(default_factory=dict)
+    #: ``[exclude] missing``: an excluded id that matches no frame is an "error" or "ignore"d
+    exclude_missing: str = "error"
     path: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -69,7 +75,7 @@ class DatasetConfig:
 DATASETS: Registry[DatasetConfig] = Registry("dataset")
 
 _KNOWN_KEYS = {"name", "loader", "description", "root", "root_env", "splits", "masks", "tiles",
-               "image_labels", "citation", "license"}
+               "image_labels", "citation", "license", "exclude"}
 
 
 def parse_dataset_file(path: Path) -> DatasetConfig:
@@ -86,6 +92,7 @@ def parse_dataset_file(path: Path) -> DatasetConfig:
     val_fraction = float(splits.pop("val_fraction", 0.15))
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"{path}: splits.val_fraction must be in (0, 1), got {val_fraction}")
+    exclude, missing = parse_exclude(path, raw.get("exclude"), splits)
     unknown = set(raw) - _KNOWN_KEYS - {loader}
     if unknown:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)} (loader options go in "
@@ -95,7 +102,33 @@ def parse_dataset_file(path: Path) -> DatasetConfig:
         root=raw.get("root"), root_env=raw.get("root_env"), splits=splits,
         val_fraction=val_fraction, masks=dict(raw.get("masks", {})),
         tiles=dict(raw.get("tiles", {})), image_labels=dict(raw.get("image_labels", {})),
-        options=dict(raw.get(loader, {})), path=path, raw=raw)
+        options=dict(raw.get(loader, {})), exclude=exclude, exclude_missing=missing,
+        path=path, raw=raw)
+
+
+def parse_exclude(path: Path, raw: Any,
+                  splits: dict[str, Any]) -> tuple[dict[str, list[str]], str]:
+    """Validate an ``[exclude]`` table: (split -> frame ids, what a missing id is)."""
+    if raw is None:
+        return {}, "error"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: [exclude] must be a table of split = [frame ids]")
+    table = dict(raw)
+    missing = table.pop("missing", "error")
+    if missing not in ("error", "ignore"):
+        raise ConfigError(f"{path}: [exclude] missing must be \"error\" or \"ignore\", not "
+                          f"{missing!r}")
+    declared = [s for s in splits if isinstance(s, str)]
+    out = {}
+    for split, ids in table.items():
+        if split not in declared:
+            hint = " (val is carved from train: exclude from train)" if split == "val" else ""
+            raise ConfigError(f"{path}: [exclude] names split '{split}', which [splits] does "
+                              f"not declare (splits: {', '.join(declared)}){hint}")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ConfigError(f"{path}: [exclude] {split} must be a list of frame ids (strings)")
+        out[split] = list(dict.fromkeys(ids))
+    return out, missing
 
 
 _scanned: set[Path] = set()

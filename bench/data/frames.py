@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import overload
 
 import numpy as np
 
+from bench.data.file_index import FileIndex, as_index
 from bench.data.io import read_image
 from bench.data.tiling import Box
 from bench.errors import InputError
@@ -32,15 +33,19 @@ class Frame:
     label: int | None = None
     aux: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, object] = field(default_factory=dict)
+    #: content digest, set by the first `content_key` call (the file is hashed once per load)
+    digest: str | None = field(default=None, repr=False, compare=False)
 
-    def content_key(self) -> str:
-        """A hash of the frame's content (file bytes, or pixels held in memory)."""
-        import hashlib
-
-        if self.image_path is not None:
-            return _file_hash(self.image_path)
-        assert self.image is not None
-        return hashlib.sha1(np.ascontiguousarray(self.image)).hexdigest()
+    def content_key(self, index: FileIndex | None = None) -> str:
+        """A hash of the frame's content: its file's bytes (memoised by ``index``, default the
+        in-memory `bench.data.file_index.MEMORY_INDEX`) or the pixels held in memory."""
+        if self.digest is None:
+            if self.image_path is not None:
+                self.digest = as_index(index).digest(self.image_path)
+            else:
+                assert self.image is not None
+                self.digest = hashlib.sha1(np.ascontiguousarray(self.image)).hexdigest()
+        return self.digest
 
     def pixels(self) -> np.ndarray:
         """The full frame, uint8 HxWx3."""
@@ -52,15 +57,6 @@ class Frame:
             raise InputError(self.image_path, f"decoded size {image.shape[:2]} differs from its "
                                               f"header {self.size}")
         return image
-
-
-@cache
-def _file_hash(path: Path) -> str:
-    import hashlib
-
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha1").hexdigest() if hasattr(
-            hashlib, "file_digest") else hashlib.sha1(fh.read()).hexdigest()
 
 
 @dataclass

@@ -6,10 +6,15 @@
   zero, and *unlabelled* in between (scored on masks, never used to train a classifier).
 - A data set without a ``val`` split gets one carved from ``train`` by a hash of the frame id
   (tiles of one frame stay together); the fraction is recorded.
+- ``[exclude]`` leaves frames out of a split by id before any of this (`apply_exclusions`); what
+  was left out is recorded in ``SplitData.derived["excluded"]``.
+- A split's fingerprint hashes the content of its files (`bench.data.file_index`), so a copy of a
+  data set elsewhere keeps its cache.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -19,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.config import DatasetConfig
+from bench.data.file_index import FileIndex, as_index
 from bench.data.frames import Frame, SampleList, SampleRef
 from bench.data.loaders import LOADERS
 from bench.data.tiling import box_suffix, tile_boxes
@@ -107,18 +113,16 @@ def limit_frames(frames: list[Frame], limit: int | None, salt: str) -> list[Fram
 
 
 def fingerprint(frames: list[Frame], refs: list[SampleRef], config: DatasetConfig,
-                extra: dict[str, Any]) -> str:
-    """A hash of what the split holds (file names, sizes and times; tiles; options)."""
+                extra: dict[str, Any], index: FileIndex | None = None) -> str:
+    """A hash of what the split holds: frame ids, image contents (file bytes, memoised by
+    ``index``), masks, tiles and options; not where the files are or when they were written."""
     h = hashlib.sha256()
     h.update(repr(sorted(config.raw.items(), key=str)).encode())
     h.update(repr(sorted(extra.items())).encode())
     for frame in frames:
         h.update(frame.id.encode())
-        if frame.image_path is not None:
-            st = os.stat(frame.image_path)
-            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-        elif frame.image is not None:
-            h.update(hashlib.sha1(np.ascontiguousarray(frame.image)).digest())
+        if frame.image_path is not None or frame.image is not None:
+            h.update(frame.content_key(index).encode())
         if frame.mask is not None:
             h.update(hashlib.sha1(np.ascontiguousarray(frame.mask)).digest())
     for ref in refs:
@@ -126,8 +130,39 @@ def fingerprint(frames: list[Frame], refs: list[SampleRef], config: DatasetConfi
     return h.hexdigest()[:16]
 
 
+def apply_exclusions(config: DatasetConfig, split: str,
+                     frames: list[Frame]) -> tuple[list[Frame], dict[str, Any] | None]:
+    """Leave out the frames that ``[exclude]`` names for ``split``.
+
+    Returns the kept frames and what was left out (``{"ids": [...], "count": n}``, plus
+    ``"absent"``: ids no frame has, when ``[exclude] missing = "ignore"``), or None if the file
+    excludes nothing from ``split``. An id that no frame has is a `ConfigError` naming the file
+    (a typo must not silently exclude nothing) unless ``missing = "ignore"``.
+    """
+    wanted = config.exclude.get(split)
+    if not wanted:
+        return frames, None
+    have = {f.id for f in frames}
+    absent = [i for i in wanted if i not in have]
+    if absent and config.exclude_missing != "ignore":
+        close = difflib.get_close_matches(absent[0], sorted(have), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(
+            f"{config.path}: [exclude] {split}: {len(absent)} id(s) match no frame of split "
+            f"'{split}': {', '.join(repr(i) for i in absent[:5])}"
+            f"{' ...' if len(absent) > 5 else ''}{hint}; ids are frame ids (file stems for "
+            "folder_pairs); if the file also serves subsets of the data set, add "
+            "missing = \"ignore\" to [exclude]")
+    drop = set(wanted) & have
+    info: dict[str, Any] = {"ids": sorted(drop), "count": len(drop)}
+    if absent:
+        info["absent"] = absent
+    return [f for f in frames if f.id not in drop], info
+
+
 def load_splits(config: DatasetConfig, root: Path | None, profile: str = "quick",
-                limit: int | None = None, splits: list[str] | None = None) -> SplitData:
+                limit: int | None = None, splits: list[str] | None = None,
+                index: FileIndex | str | os.PathLike[str] | None = None) -> SplitData:
     """Load, tile, label and carve the splits of a data set.
 
     Args:
@@ -136,7 +171,11 @@ def load_splits(config: DatasetConfig, root: Path | None, profile: str = "quick"
         profile: ``quick`` or ``full`` (loaders may size synthetic splits by profile).
         limit: keep at most this many frames per split (deterministic by id hash).
         splits: the splits to load (default: all, with ``val`` carved from ``train`` if absent).
+        index: where content digests of image files are memoised: a `FileIndex`, or a run
+            folder whose ``cache/file-index.json`` holds one (saved after loading); default an
+            in-memory index that lives as long as the process.
     """
+    index = as_index(index)
     loader = LOADERS.get(config.loader)
     declared = [s for s in config.splits if isinstance(s, str)]
     wanted = splits or config.split_names
@@ -154,7 +193,11 @@ def load_splits(config: DatasetConfig, root: Path | None, profile: str = "quick"
     frame_sets: dict[str, list[Frame]] = {}
     for split in declared:
         if split in wanted or (split == "train" and need_train):
-            frame_sets[split] = loader(config, split, root, profile)
+            frames, excluded = apply_exclusions(config, split,
+                                                loader(config, split, root, profile))
+            frame_sets[split] = frames
+            if excluded is not None:
+                derived.setdefault("excluded", {})[split] = excluded
     if carve and "train" in frame_sets:
         train = frame_sets["train"]
         in_val = [hash_unit(f.id, "val") < config.val_fraction for f in train]
@@ -174,7 +217,8 @@ def load_splits(config: DatasetConfig, root: Path | None, profile: str = "quick"
             crop_refs = frames_to_refs(frames, tile, crop, min_fraction, use_frame_labels)
             train_crops = SampleList(crop_refs, f"{config.name}/train-crops")
             refs = refs + crop_refs
-        prints[split] = fingerprint(frames, refs, config, extra)
+        prints[split] = fingerprint(frames, refs, config, extra, index)
+    index.save()
     if limit:
         derived["limit"] = limit
     return SplitData(config.name, out, derived, prints, train_crops)
