@@ -1,7 +1,7 @@
-"""The ``bench`` command line: ``list``, ``run``, ``table`` and ``compare``.
+"""The ``bench`` command line: ``list``, ``show``, ``run``, ``table`` and ``compare``.
 
 Starting it is cheap: plugins are discovered by reading their files, not importing them, so
-``bench --help`` and ``bench list`` never import torch.
+``bench --help``, ``bench list`` and ``bench show`` never import torch.
 """
 
 from __future__ import annotations
@@ -77,7 +77,16 @@ def build_parser(include: Sequence[str] = ()) -> argparse.ArgumentParser:
                             description="List registered methods and data sets with the first "
                                         "line of their documentation.")
     p_list.add_argument("pattern", nargs="?", default="*",
-                        help="fnmatch pattern over names (default: all)")
+                        help="fnmatch pattern over names (default: all); an exact method name "
+                             "shows its parameters, as 'bench show' does")
+
+    p_show = sub.add_parser(
+        "show", parents=[common], help="a method's parameters, defaults and profile values",
+        description="Show a method's kind and documentation, and each parameter with its type, "
+                    "its default and its value under each --profile (profile values < the "
+                    "defaults it was registered with < your spec). A data set name shows its "
+                    "file's settings.")
+    p_show.add_argument("names", nargs="+", metavar="NAME", help="method or data set names")
 
     p_run = sub.add_parser(
         "run", parents=[common], help="run methods on data sets and write records",
@@ -166,7 +175,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     from bench.data import DATASETS
     from bench.plugins import METHODS
+    from bench.registry import _is_pattern
 
+    if not _is_pattern(args.pattern) and args.pattern in METHODS:
+        return cmd_show(argparse.Namespace(names=[args.pattern]))
     print("methods:")
     for e in METHODS.entries():
         if fnmatch.fnmatch(e.name, args.pattern):
@@ -176,6 +188,36 @@ def cmd_list(args: argparse.Namespace) -> int:
         if fnmatch.fnmatch(e.name, args.pattern):
             print(f"  {e.name:<24} {e.summary}")
     return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from bench.data import DATASETS
+    from bench.describe import describe, render
+    from bench.plugins import METHODS
+
+    blocks = []
+    for name in args.names:
+        if name in METHODS or name not in DATASETS:
+            blocks.append(render(describe(name)))  # unknown: "did you mean" over methods
+        else:
+            blocks.append(_dataset_details(DATASETS.get(name)))
+    print("\n".join(blocks), end="")
+    return 0
+
+
+def _dataset_details(config: object) -> str:
+    rows = [("loader", "loader"), ("file", "path"), ("root", "root"),
+            ("root variable", "root_env"), ("splits", "splits"), ("tiles", "tiles"),
+            ("masks", "masks"), ("exclude", "exclude")]
+    lines = [f"{getattr(config, 'name', '?')}: data set"]
+    description = str(getattr(config, "description", "") or "")
+    if description:
+        lines += ["", *(f"  {line}" for line in description.strip().splitlines()), ""]
+    for label, attr in rows:
+        value = getattr(config, attr, None)
+        if value not in (None, "", {}, []):
+            lines.append(f"  {label + ':':<15} {value}")
+    return "\n".join(lines) + "\n"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -304,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser(include)
         args = parser.parse_args(argv)
         _registries(include)  # report a broken plugin or dataset file (--help tolerated it)
-        command = {"list": cmd_list, "run": cmd_run, "table": cmd_table,
+        command = {"list": cmd_list, "show": cmd_show, "run": cmd_run, "table": cmd_table,
                    "compare": cmd_compare}[args.command]
         return command(args)
     except BenchError as exc:

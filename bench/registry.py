@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -18,6 +19,29 @@ from typing import Any, Generic, TypeVar
 from bench.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> tuple[Any, ...]:
+    """Sort key that orders the digit runs of a name as numbers: ``resnet50`` < ``resnet101``.
+
+    Ties (``a01`` and ``a1``) are broken by the plain text, so the order is total and stable.
+    """
+    parts = _DIGITS.split(str(text))
+    return (tuple((int(p), p) if i % 2 else p.casefold() for i, p in enumerate(parts)),
+            str(text))
+
+
+def natural_sorted(names: Iterable[str]) -> list[str]:
+    """``names`` in natural order (see `natural_key`)."""
+    return sorted(names, key=natural_key)
+
+
+def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
+    """`` Did you mean 'a' or 'b'?`` for the choices close to ``word`` (``""`` if none is)."""
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 @dataclass
@@ -97,13 +121,14 @@ class Registry(Generic[T]):
         return entry.obj
 
     def names(self, pattern: str | None = None) -> list[str]:
-        """Registered names in sorted order, optionally filtered by an fnmatch pattern."""
-        names = sorted(self._entries)
+        """Registered names in natural order (``resnet50`` before ``resnet101``), optionally
+        filtered by an fnmatch pattern."""
+        names = natural_sorted(self._entries)
         return names if pattern is None else fnmatch.filter(names, pattern)
 
     def entries(self) -> list[Entry[T]]:
-        """All entries, sorted by name."""
-        return [self._entries[n] for n in sorted(self._entries)]
+        """All entries, in the natural order of their names."""
+        return [self._entries[n] for n in natural_sorted(self._entries)]
 
     def select(self, patterns: Iterable[str]) -> list[str]:
         """Names matching any pattern, in order of first match; a pattern matching nothing fails."""
@@ -118,8 +143,7 @@ class Registry(Generic[T]):
 
     def unknown_message(self, name: str) -> str:
         """A one-line message naming close matches and every choice."""
-        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
-        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(name, self.names())
         return f"unknown {self.what} '{name}'.{hint} Choices: {', '.join(self.names())}"
 
 
