@@ -7,6 +7,7 @@ Starting it is cheap: plugins are discovered by reading their files, not importi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,6 +73,9 @@ def build_parser(include: Sequence[str] = ()) -> argparse.ArgumentParser:
     common.add_argument("--include", action="append", default=[], metavar="DIR",
                         help="extra folder of method files (*.py) and dataset files (*.toml); "
                              "repeatable; also $BENCH_INCLUDE")
+    common.add_argument("--debug", action="store_true",
+                        help="on an error, print the full traceback after the one-line message "
+                             "(also BENCH_DEBUG=1)")
 
     p_list = sub.add_parser("list", parents=[common], help="list methods and data sets",
                             description="List registered methods and data sets with the first "
@@ -328,13 +332,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ConfigError(f"no record of '{method}' on {args.dataset}/{args.split} "
                               f"(profile {args.profile}, seed {args.seed}) in {folder}")
         loaded.append(load_areas(path))
-    (areas_a, ids_a), (areas_b, ids_b) = loaded
+    (areas_a, ids_a, units), (areas_b, ids_b, _) = loaded
     if ids_a != ids_b:
-        raise ConfigError("the two records were scored on different images")
-    res = paired_bootstrap(areas_a, areas_b, metric=args.metric, seed=args.seed)
+        raise ConfigError("the two records were scored on different frames")
+    res = paired_bootstrap(areas_a, areas_b, metric=args.metric, seed=args.seed, groups=units)
     print(f"{args.metric}: {args.method_a} - {args.method_b} = {100 * res['delta']:+.2f} "
           f"(95% CI [{100 * res['ci_low']:+.2f}, {100 * res['ci_high']:+.2f}], "
-          f"p = {res['p_value']:.4f}, {len(ids_a)} images)")
+          f"p = {res['p_value']:.4f}, {len(ids_a)} frames)")
     return 0
 
 
@@ -350,7 +354,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "compare": cmd_compare}[args.command]
         return command(args)
     except BenchError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
+        debug = "--debug" in argv or os.environ.get("BENCH_DEBUG", "") not in ("", "0")
+        hint = "" if debug or exc.__cause__ is None else " (--debug shows the traceback)"
+        print(f"bench: error: {exc}{hint}", file=sys.stderr)
+        if debug:
+            import traceback
+
+            traceback.print_exception(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         print("bench: interrupted; finished stages are cached, rerun to resume", file=sys.stderr)

@@ -13,7 +13,8 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,16 +22,26 @@ from typing import Any
 import numpy as np
 
 from bench.atomic import atomic_dir, write_json, write_npz
+from bench.code_digest import code_digest
 from bench.data import DATASETS, SplitData, discover_datasets, load_splits, resolve_root
 from bench.data.frames import SampleList
-from bench.errors import ConfigError
+from bench.device import resolve_device
+from bench.errors import BenchError, ConfigError, PluginError, one_line
 from bench.evaluate import StageScore, score_stage
 from bench.pipeline import build_stage, stage_configs
-from bench.plugins import discover
+from bench.plugins import builtin_dir, discover, include_dirs
 from bench.provenance import provenance
 from bench.records import record_path, save_areas
 from bench.spec import PipelineSpec, parse_pipeline
-from bench.stages import CamSource, CamWrapper, Plugin, Refiner, RunContext, Segmenter
+from bench.stages import (
+    CamSource,
+    CamWrapper,
+    Plugin,
+    Refiner,
+    RunContext,
+    Segmenter,
+    check_map,
+)
 
 
 @dataclass
@@ -59,21 +70,6 @@ class Cell:
     #: data set whose ``train`` split trains the method and whose ``val`` split calibrates
     #: thresholds (empty: ``dataset`` itself); another one makes this an out-of-distribution cell
     train_dataset: str = ""
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` if available else ``cpu``; asking for CUDA without one is an error."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, not '{device}'")
-    if device == "cpu":
-        return "cpu"
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if device == "cuda":
-        raise ConfigError("--device cuda: no CUDA device is available (use --device auto or cpu)")
-    return "cpu"
 
 
 def seed_everything(seed: int) -> None:
@@ -205,7 +201,8 @@ class CellRunner:
         for i, (stage, config) in enumerate(zip(self.spec.stages, self.configs, strict=True)):
             cls = _plugin_class(stage.name)
             trains = trains or bool(cls.trainable)
-            upstream = {"up": upstream, "stage": config}
+            upstream = {"up": upstream, "stage": config,
+                        "code": code_digest(cls, self.plugin_folders())}
             if getattr(cls, "uses_input_threshold", False):
                 # the input threshold is chosen on the calibration split, which depends on
                 # the scored split (val when scoring test, train when scoring val)
@@ -224,6 +221,10 @@ class CellRunner:
                                      model_key=model_key))
         return states
 
+    def plugin_folders(self) -> tuple[Path, ...]:
+        """The built-in ``methods/`` folder and the include folders (for code digests)."""
+        return (builtin_dir("methods"), *include_dirs(self.opts.include))
+
     def context(self, state: StageState) -> RunContext:
         workdir = self.cache_root / state.key
         workdir.mkdir(parents=True, exist_ok=True)
@@ -238,7 +239,8 @@ class CellRunner:
             assert state.plugin is not None
             return state.plugin
         ctx = self.context(state)
-        plugin = build_stage(self.spec.stages[i], ctx)
+        with self.blame(i, "building it"):
+            plugin = build_stage(self.spec.stages[i], ctx)
         if isinstance(plugin, CamWrapper):
             plugin.inner = self.ensure_ready(states, i - 1, data)  # type: ignore[assignment]
         self.prepare_sources(plugin, data)
@@ -249,13 +251,14 @@ class CellRunner:
         if plugin.trainable:
             model_dir = self.cache_root / (state.model_key or state.key) / "model"
             if (model_dir / "DONE").exists():
-                plugin.load(model_dir)
+                with self.blame(i, f"loading its trained state from {model_dir}"):
+                    plugin.load(model_dir)
             else:
                 seed_everything(self.opts.seed)
                 start = time.perf_counter()
                 self.fit(states, i, plugin, data)
                 state.timings["fit_s"] = time.perf_counter() - start
-                with atomic_dir(model_dir) as tmp:
+                with atomic_dir(model_dir) as tmp, self.blame(i, "saving its trained state"):
                     plugin.save(tmp)
                     write_json(tmp / "DONE", {"fit_s": state.timings["fit_s"]})
             done = json.loads((model_dir / "DONE").read_text())
@@ -289,9 +292,12 @@ class CellRunner:
             if not len(labelled):
                 raise ConfigError(f"data set '{self.dataset.name}': no image-level labels in "
                                   "split 'train' to train a classifier on")
-            plugin.fit(labelled, data[calib].labelled() if calib != "train" else [])
+            with self.blame(i, "training"):
+                plugin.fit(labelled, data[calib].labelled() if calib != "train" else [])
         elif isinstance(plugin, Refiner):
-            plugin.fit(train, self.maps(states, i - 1, "train", data))
+            maps = self.maps(states, i - 1, "train", data)
+            with self.blame(i, "training"):
+                plugin.fit(train, maps)
         elif isinstance(plugin, Segmenter):
             if plugin.needs_pseudo_labels:
                 labels = self.pseudo_labels(states, i - 1, data)
@@ -300,7 +306,8 @@ class CellRunner:
                     raise ConfigError(f"'{self.spec.text}' trains on ground-truth masks but "
                                       f"split 'train' of '{self.dataset.name}' has none")
                 labels = [ref.frame.mask[_box_slices(ref.box)] for ref in train.refs]
-            plugin.fit(train, labels, data[calib] if calib != "train" else [])
+            with self.blame(i, "training"):
+                plugin.fit(train, labels, data[calib] if calib != "train" else [])
 
     def pseudo_labels(self, states: list[StageState], i: int,
                       data: SplitData) -> list[np.ndarray]:
@@ -360,25 +367,54 @@ class CellRunner:
         samples: SampleList = data[split]
         plugin = self.ensure_ready(states, i, data)
         desc = f"{states[i].spec_text} {samples.name}"
+        who = type(plugin).__name__
+        doing = f"computing maps of split '{split}'"
         if isinstance(plugin, CamSource):
-            return [_compact(m, "soft") for m in plugin.cams(samples, desc=desc)]
+            with self.blame(i, doing):
+                return [_compact(m, "soft") for m in plugin.cams(samples, desc=desc)]
         if isinstance(plugin, Refiner):
             upstream = self.maps(states, i - 1, split, data)
             from bench.progress import progress
 
             out = []
-            for sample, cam in progress(zip(samples, upstream, strict=True), total=len(samples),
-                                        desc=desc, enabled=self.opts.progress):
-                out.append(_compact(plugin.refine(sample, cam), plugin.output))
+            with self.blame(i, doing):
+                for sample, cam in progress(zip(samples, upstream, strict=True),
+                                            total=len(samples), desc=desc,
+                                            enabled=self.opts.progress):
+                    refined = check_map(plugin.refine(sample, cam), sample.image, plugin.output,
+                                        f"{who}.refine (sample {sample.id})")
+                    out.append(_compact(refined, plugin.output))
             return out
         if isinstance(plugin, Segmenter):
             out = []
-            for start in range(0, len(samples), 8):
-                batch = samples[start:start + 8]
-                preds = plugin.predict([s.image for s in batch])
-                out.extend(_compact(p, plugin.output) for p in preds)
+            with self.blame(i, doing):
+                for start in range(0, len(samples), 8):
+                    batch = samples[start:start + 8]
+                    preds = plugin.predict([s.image for s in batch])
+                    if len(preds) != len(batch):
+                        raise ValueError(f"{who}.predict returned {len(preds)} maps for "
+                                         f"{len(batch)} images")
+                    out.extend(_compact(check_map(p, s.image, plugin.output,
+                                                  f"{who}.predict (sample {s.id})"),
+                                        plugin.output) for p, s in zip(preds, batch, strict=True))
             return out
-        raise TypeError(f"unknown plugin type {type(plugin).__name__}")
+        raise TypeError(f"unknown plugin type {who}")
+
+    @contextmanager
+    def blame(self, i: int, doing: str) -> Iterator[None]:
+        """Report an exception raised inside stage ``i``'s plugin as one `PluginError` line:
+        plugin, stage, data set and what went wrong (the traceback stays chained for
+        ``--debug``). Errors the harness already words (`BenchError`) pass unchanged."""
+        try:
+            yield
+        except BenchError:
+            raise
+        except Exception as exc:
+            stage = self.spec.stages[i]
+            raise PluginError(
+                f"plugin '{stage.name}' (stage {i + 1} of '{self.spec.text}', "
+                f"{_plugin_class(stage.name).kind}) on {self.dataset.name}, {doing}: "
+                f"{one_line(exc)}") from exc
 
     # ----------------------------------------------------------------- evaluation
     def evaluate(self, states: list[StageState], i: int, data: SplitData) -> StageScore:
@@ -393,22 +429,37 @@ class CellRunner:
             score = score_image_level(
                 eval_split.ids, eval_split.labels, self.maps(states, i, self.eval_key, data),
                 output, data[calib].labels, self.maps(states, i, calib, data), calib,
-                n_boot=self.opts.n_boot, seed=self.opts.seed)
+                n_boot=self.opts.n_boot, seed=self.opts.seed,
+                eval_units=[ref.frame.unit for ref in eval_split.refs])
             state.threshold = score.threshold
             return score
-        calib_maps = self.maps(states, i, calib, data) if output == "soft" else None
+        per_tile = self.scored_per_tile()
+        soft = output == "soft"
+        if soft and not len(data[calib]):
+            raise ConfigError(f"split '{calib}' of '{self.train_name}' holds no frames to choose "
+                              f"{self.spec.stages[i].name}'s threshold on (a carved val split "
+                              "needs more training frames, a larger val_fraction or --limit)")
         score = score_stage(
-            eval_samples=eval_split.targets(),
+            eval_views=eval_split.frame_views(per_tile),
             eval_maps=self.maps(states, i, self.eval_key, data),
             output=output,
-            calib_samples=data[calib].targets() if output == "soft" else None,
-            calib_maps=calib_maps,
+            calib_views=data[calib].frame_views(self.calib_per_tile()) if soft else None,
+            calib_maps=self.maps(states, i, calib, data) if soft else None,
             calib_name=calib,
             n_boot=self.opts.n_boot,
             seed=self.opts.seed,
         )
         state.threshold = score.threshold
         return score
+
+    def scored_per_tile(self) -> bool:
+        """Whether the scored data set counts tiles as images (``[tiles] score = "tile"``)."""
+        return self.dataset.score_per_tile
+
+    def calib_per_tile(self) -> bool:
+        """Whether the calibration data set counts tiles as images."""
+        return DATASETS.get(self.train_name).score_per_tile if self.ood else \
+            self.dataset.score_per_tile
 
     def record(self, states: list[StageState], i: int, score: StageScore,
                data: SplitData) -> dict[str, Any]:
@@ -427,6 +478,8 @@ class CellRunner:
             "device": self.device_used(),
             "level": "pixel" if data[self.eval_key].has_masks else "image",
             "n_images": score.n_images,
+            "n_tiles": len(data[self.eval_key]),
+            "scored_per": "tile" if self.scored_per_tile() else "frame",
             "metrics": score.metrics,
             "ci": score.ci,
             "threshold": score.threshold_info,
@@ -447,7 +500,7 @@ class CellRunner:
             old = json.loads(path.read_text(encoding="utf-8"))
             if old.get("pipeline") == old.get("method"):
                 rec["pipeline"] = rec["method"]
-        save_areas(path, score.per_image_areas, score.image_ids)
+        save_areas(path, score.per_image_areas, score.image_ids, score.units)
         write_json(path, rec)
         return rec
 

@@ -13,6 +13,7 @@ Schema (every key but ``name`` and ``loader`` is optional; see ``datasets/README
     val_fraction = 0.15              # carved from train (by a hash of the frame id) if no val
     [masks]  encoding = "binary255"  # binary255 {0,255}, binary01 {0,1}, ... (masks.py)
     [tiles]  size = 512              # frames larger than this are cut into tiles, not resized
+             score = "frame"         # "frame": stitch tiles, count each pixel once; "tile"
     [image_labels] crop = 0, smoke_min_fraction = 0.01   # derive image labels from masks
     [exclude]  train = ["frame id", ...]  # frames left out of a split (before val, limit, tiles)
                missing = "error"          # an id no frame has: "error" or "ignore" (subsets)
@@ -65,6 +66,14 @@ class DatasetConfig:
         return int(self.tiles.get("size", 0))
 
     @property
+    def score_per_tile(self) -> bool:
+        """``[tiles] score = "tile"``: score every tile as an image (a paper that scores crops).
+
+        Off by default: tile maps are stitched back into frames and each pixel counts once.
+        """
+        return self.tiles.get("score", "frame") == "tile"
+
+    @property
     def split_names(self) -> list[str]:
         names = [k for k in self.splits if k != "val_fraction"]
         if "val" not in names and "train" in names:
@@ -92,6 +101,13 @@ def parse_dataset_file(path: Path) -> DatasetConfig:
     val_fraction = float(splits.pop("val_fraction", 0.15))
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"{path}: splits.val_fraction must be in (0, 1), got {val_fraction}")
+    tiles = dict(raw.get("tiles", {}))
+    if set(tiles) - {"size", "score"}:
+        raise ConfigError(f"{path}: [tiles] unknown keys {sorted(set(tiles) - {'size', 'score'})}"
+                          " (known: size, score)")
+    if tiles.get("score", "frame") not in ("frame", "tile"):
+        raise ConfigError(f"{path}: [tiles] score must be \"frame\" or \"tile\", not "
+                          f"{tiles['score']!r}")
     exclude, missing = parse_exclude(path, raw.get("exclude"), splits)
     unknown = set(raw) - _KNOWN_KEYS - {loader}
     if unknown:

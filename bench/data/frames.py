@@ -15,6 +15,7 @@ from bench.data.io import read_image
 from bench.data.tiling import Box
 from bench.errors import InputError
 from bench.sample import Sample
+from bench.stitch import FrameView
 
 
 @dataclass
@@ -46,6 +47,11 @@ class Frame:
                 assert self.image is not None
                 self.digest = hashlib.sha1(np.ascontiguousarray(self.image)).hexdigest()
         return self.digest
+
+    @property
+    def unit(self) -> str:
+        """The bootstrap unit the frame belongs to: the frame itself (video frames: their clip)."""
+        return self.id
 
     def pixels(self) -> np.ndarray:
         """The full frame, uint8 HxWx3."""
@@ -81,15 +87,6 @@ class SampleRef:
         return Sample(self.id, image, self.label, mask, aux, self.frame.id)
 
 
-@dataclass
-class Target:
-    """What scoring needs of a sample: its id, mask and auxiliary masks (no pixels)."""
-
-    id: str
-    mask: np.ndarray | None
-    aux: dict[str, np.ndarray]
-
-
 class SampleList(Sequence[Sample]):
     """A sequence of samples loaded on access; ids and labels are known without decoding."""
 
@@ -114,16 +111,6 @@ class SampleList(Sequence[Sample]):
         for ref in self.refs:
             yield ref.load()
 
-    def targets(self) -> list[Target]:
-        """Masks and auxiliary masks of every sample, without decoding any image."""
-        out = []
-        for ref in self.refs:
-            y, x, h, w = ref.box
-            crop = (slice(y, y + h), slice(x, x + w))
-            mask = None if ref.frame.mask is None else ref.frame.mask[crop]
-            out.append(Target(ref.id, mask, {k: v[crop] for k, v in ref.frame.aux.items()}))
-        return out
-
     @property
     def ids(self) -> list[str]:
         return [r.id for r in self.refs]
@@ -135,6 +122,31 @@ class SampleList(Sequence[Sample]):
     @property
     def source_ids(self) -> set[str]:
         return {r.source_id for r in self.refs}
+
+    def frame_views(self, per_tile: bool = False) -> list[FrameView]:
+        """The scored units of the split, in order of first appearance, with their tiles.
+
+        By default one view per frame, listing every tile cut from it, so that stitching can
+        put the tile maps back together and each pixel of a frame counts once. With
+        ``per_tile`` every tile is its own unit (a data set scored per crop).
+        """
+        views: dict[str, FrameView] = {}
+        for index, ref in enumerate(self.refs):
+            frame = ref.frame
+            if per_tile:
+                y, x, h, w = ref.box
+                crop = (slice(y, y + h), slice(x, x + w))
+                mask = None if frame.mask is None else frame.mask[crop]
+                views[ref.id] = FrameView(ref.id, (h, w), mask,
+                                          {k: v[crop] for k, v in frame.aux.items()},
+                                          [(index, (0, 0, h, w))], frame.unit)
+                continue
+            view = views.get(frame.id)
+            if view is None:
+                view = views[frame.id] = FrameView(frame.id, frame.size, frame.mask,
+                                                   dict(frame.aux), [], frame.unit)
+            view.parts.append((index, ref.box))
+        return list(views.values())
 
     def content_keys(self) -> set[str]:
         """Content hashes of the frames behind the samples (for leakage checks)."""
