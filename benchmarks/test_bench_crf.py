@@ -47,7 +47,6 @@ def test_dense_crf_512(benchmark: Any, scenes512: list, bench_report: dict, repo
 
 def test_dense_crf_512_pydensecrf2(benchmark: Any, scenes512: list, bench_report: dict,
                                    report: Any) -> None:
-    pytest.importorskip("pydensecrf.densecrf")
     image, cam = scenes512[0]
     benchmark.group = "dense_crf 512x512 K=2 10 it"
     q = benchmark.pedantic(dense_crf, args=(image, _probs(cam)),

