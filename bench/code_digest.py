@@ -125,10 +125,9 @@ def source_files(cls: type, plugin_folders: tuple[Path, ...] = ()) -> list[Path]
         if _is_bench(path):
             files.add(path)
             files.update(_bench_imports(path))
-        elif klass.__module__.startswith("smoke_wsss_bench_plugins") or any(
-                folder in path.parents for folder in plugin_folders):
-            plugin_side.append(path)
-        elif klass is cls:  # an entry-point plugin from another package: its own module
+        elif (klass is cls  # an entry-point plugin from another package: its own module
+              or klass.__module__.startswith("smoke_wsss_bench_plugins")
+              or any(folder in path.parents for folder in plugin_folders)):
             plugin_side.append(path)
     seen: set[Path] = set()
     while plugin_side:
