@@ -61,7 +61,7 @@ def build_parser(include: Sequence[str] = ()) -> argparse.ArgumentParser:
         datasets_help = _dataset_listing()
     except BenchError as exc:  # a broken plugin folder must not break --help
         methods_help = datasets_help = f"  (cannot list: {exc})"
-    from bench.metrics_names import SPLITS
+    from bench.data.config import SPLITS
 
     parser = argparse.ArgumentParser(
         prog="bench", description="Benchmark weakly supervised smoke segmentation methods.",

@@ -38,6 +38,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+SPLITS = ("train", "val", "test")
+"""The split names the harness knows: ``--split`` choices, and the splits a rule can assign."""
+
 
 @dataclass
 class DatasetConfig:

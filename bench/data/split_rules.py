@@ -28,12 +28,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 
-from bench.data.config import DatasetConfig
+from bench.data.config import SPLITS, DatasetConfig
 from bench.data.frames import Frame
 from bench.data.splits import hash_unit
 from bench.errors import ConfigError
-
-RULE_SPLITS = ("train", "val", "test")
 
 _TIME = re.compile(
     r"(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})"
@@ -66,10 +64,10 @@ def parse_time(value: Any) -> datetime | None:
 def declared_rule_splits(config: DatasetConfig) -> list[str]:
     """The splits of a rule-split data set; anything but train/val/test is a `ConfigError`."""
     names = [k for k in config.splits if k != "val_fraction"]
-    odd = [n for n in names if n not in RULE_SPLITS]
+    odd = [n for n in names if n not in SPLITS]
     if odd:
         raise ConfigError(f"{config.path}: splits {odd} cannot be assigned by a rule; use "
-                          f"{', '.join(RULE_SPLITS)}")
+                          f"{', '.join(SPLITS)}")
     return names
 
 

@@ -1,3 +1,0 @@
-"""Names shared by the CLI and the table layer (kept import-light)."""
-
-SPLITS = ("train", "val", "test")
