@@ -17,7 +17,7 @@ from bench.cli import main
 from bench.data import file_index as fi
 from bench.data import load_splits
 from bench.data.config import parse_dataset_file
-from bench.data.splits import hash_unit
+from bench.data.hashing import hash_unit
 from bench.errors import ConfigError
 from bench.records import load_records
 

@@ -10,7 +10,8 @@ import numpy as np
 from bench.data import DATASETS, discover_datasets, load_splits
 from bench.data.config import parse_dataset_file
 from bench.data.frames import Frame
-from bench.data.splits import derive_label, frames_to_refs, hash_unit
+from bench.data.hashing import hash_unit
+from bench.data.splits import derive_label, frames_to_refs
 from bench.data.tiling import tile_boxes, tile_starts
 
 

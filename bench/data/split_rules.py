@@ -30,7 +30,7 @@ from typing import Any
 
 from bench.data.config import SPLITS, DatasetConfig
 from bench.data.frames import Frame
-from bench.data.splits import hash_unit
+from bench.data.hashing import hash_unit
 from bench.errors import ConfigError
 
 _TIME = re.compile(

@@ -26,6 +26,7 @@ import numpy as np
 from bench.data.config import DatasetConfig
 from bench.data.file_index import FileIndex, as_index
 from bench.data.frames import Frame, SampleList, SampleRef
+from bench.data.hashing import hash_unit
 from bench.data.loaders import LOADERS
 from bench.data.tiling import box_suffix, tile_boxes
 from bench.errors import ConfigError
@@ -55,12 +56,6 @@ class SplitData:
         except KeyError:
             raise ConfigError(f"data set '{self.dataset}' has no split '{split}' (splits: "
                               f"{', '.join(self.splits)})") from None
-
-
-def hash_unit(text: str, salt: str = "") -> float:
-    """A deterministic number in [0, 1) from a string (stable across machines and runs)."""
-    digest = hashlib.sha1(f"{salt}{text}".encode()).hexdigest()
-    return int(digest[:12], 16) / float(16**12)
 
 
 def derive_label(mask: np.ndarray | None, frame_label: int | None, whole_frame: bool,
