@@ -13,13 +13,9 @@ from PIL import Image
 
 from bench.cli import main
 from bench.data import load_splits
-from bench.data.coco import (
-    load_coco,
-    parse_frame_name,
-    rasterize_polygon,
-    rle_counts,
-)
+from bench.data.coco import load_coco, parse_frame_name
 from bench.data.config import parse_dataset_file
+from bench.data.geometry import rasterize_polygon, rle_counts
 from bench.errors import ConfigError, InputError
 
 CATEGORIES = [{"id": 0, "name": "smoke", "supercategory": "none"},
