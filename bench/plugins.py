@@ -15,6 +15,7 @@ of its plugins is used; importing it runs the decorator, which registers the rea
 from __future__ import annotations
 
 import ast
+import importlib.abc
 import importlib.util
 import os
 import sys
@@ -28,15 +29,6 @@ from bench.registry import Registry
 
 ENTRY_POINT_GROUP = "smoke_wsss_bench.plugins"
 MODULE_PREFIX = "smoke_wsss_bench_plugins"
-
-#: Class names exported by bench whose subclasses have a known kind (read by the ast scan).
-KNOWN_BASES: dict[str, str] = {
-    "CamSource": "cam", "CamWrapper": "wrapper", "Refiner": "refiner", "Segmenter": "segmenter",
-    "ClassifierCam": "cam", "TorchSegmenter": "segmenter",
-    "MultiSourceCam": "cam", "ConsistencyCam": "cam",
-    "DeepLabV3PlusSegmenter": "segmenter",
-}
-
 
 @dataclass
 class MethodInfo:
@@ -114,8 +106,10 @@ _scanned: set[Path] = set()
 
 def discover(include: Iterable[str | os.PathLike[str]] = ()) -> None:
     """Announce every plugin from the built-in folder, include folders and entry points."""
-    folders = [builtin_dir("methods"), *include_dirs(include)]
-    for folder in folders:
+    extra = include_dirs(include)
+    for folder in extra:
+        _allow_sibling_imports(folder)
+    for folder in [builtin_dir("methods"), *extra]:
         for path in sorted(folder.glob("*.py")) if folder.is_dir() else []:
             if path.name.startswith("_") or path.resolve() in _scanned:
                 continue
@@ -125,24 +119,31 @@ def discover(include: Iterable[str | os.PathLike[str]] = ()) -> None:
 
 
 def scan_file(path: Path) -> list[str]:
-    """Register lazy entries for the plugins a file declares; returns their names."""
+    """Register lazy entries for the plugins a file declares; returns their names.
+
+    A plugin's kind, demo, label and requirements are read from the source (`bench.source_scan`
+    follows its base classes into ``bench`` and sibling include files), so nothing is imported.
+    """
+    from bench.source_scan import file_classes, read_attr
+
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     except SyntaxError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: syntax error in plugin file: {exc.msg}") from None
-    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
     names = []
-    for node in classes.values():
-        for deco in node.decorator_list:
+    for cls in file_classes(path).values():
+        for deco in cls.node.decorator_list:
             name = _registered_name(deco)
             if name is None:
                 continue
-            kind = _kind_of(node, classes)
-            meta: dict[str, Any] = {"kind": kind, "demo": _class_str(node, classes, "demo"),
-                                    "label": _class_str(node, classes, "label"),
-                                    "requires": _class_strs(node, "requires")}
+            requires = read_attr(cls, "requires", ())
+            meta: dict[str, Any] = {
+                "kind": str(read_attr(cls, "kind", "?") or "?"),
+                "demo": str(read_attr(cls, "demo", "") or ""),
+                "label": str(read_attr(cls, "label", "") or ""),
+                "requires": tuple(requires) if isinstance(requires, (tuple, list)) else ()}
             METHODS.register_lazy(name, _file_loader(path), summary=_summary(
-                ast.get_docstring(node)), origin=str(path.resolve()), **meta)
+                ast.get_docstring(cls.node)), origin=str(path.resolve()), **meta)
             names.append(name)
     return names
 
@@ -156,58 +157,6 @@ def _registered_name(deco: ast.expr) -> str | None:
         return None
     arg = deco.args[0]
     return arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else None
-
-
-def _base_names(node: ast.ClassDef) -> list[str]:
-    out = []
-    for base in node.bases:
-        if isinstance(base, ast.Name):
-            out.append(base.id)
-        elif isinstance(base, ast.Attribute):
-            out.append(base.attr)
-    return out
-
-
-def _kind_of(node: ast.ClassDef, classes: dict[str, ast.ClassDef], depth: int = 0) -> str:
-    for base in _base_names(node):
-        if base in KNOWN_BASES:
-            return KNOWN_BASES[base]
-        if base in classes and depth < 10:
-            kind = _kind_of(classes[base], classes, depth + 1)
-            if kind != "?":
-                return kind
-    return "?"
-
-
-def _class_str(node: ast.ClassDef, classes: dict[str, ast.ClassDef], attr: str,
-               depth: int = 0) -> str:
-    for stmt in node.body:
-        targets = (stmt.targets if isinstance(stmt, ast.Assign)
-                   else [stmt.target] if isinstance(stmt, ast.AnnAssign) else [])
-        for target in targets:
-            value = getattr(stmt, "value", None)
-            if (isinstance(target, ast.Name) and target.id == attr
-                    and isinstance(value, ast.Constant) and isinstance(value.value, str)):
-                return value.value
-    for base in _base_names(node):
-        if base in classes and depth < 10:
-            found = _class_str(classes[base], classes, attr, depth + 1)
-            if found:
-                return found
-    return ""
-
-
-def _class_strs(node: ast.ClassDef, attr: str) -> tuple[str, ...]:
-    """A class attribute holding a literal tuple or list of strings (empty if absent)."""
-    for stmt in node.body:
-        targets = (stmt.targets if isinstance(stmt, ast.Assign)
-                   else [stmt.target] if isinstance(stmt, ast.AnnAssign) else [])
-        value = getattr(stmt, "value", None)
-        if any(isinstance(t, ast.Name) and t.id == attr for t in targets) and isinstance(
-                value, (ast.Tuple, ast.List)):
-            return tuple(e.value for e in value.elts
-                         if isinstance(e, ast.Constant) and isinstance(e.value, str))
-    return ()
 
 
 def missing_requirements(name: str) -> list[str]:
@@ -239,11 +188,19 @@ def _file_loader(path: Path) -> Callable[[], None]:
     return load
 
 
+def plugin_module_name(path: Path) -> str:
+    """The private module name a plugin file is imported under (stable across processes)."""
+    import hashlib
+
+    path = path.resolve()
+    folder = hashlib.sha1(str(path.parent).encode()).hexdigest()[:8]
+    return f"{MODULE_PREFIX}.{path.parent.name}_{folder}.{path.stem}"
+
+
 def import_plugin_file(path: Path) -> Any:
     """Import a plugin file by path (once) under a private module name."""
     path = path.resolve()
-    module_name = f"{MODULE_PREFIX}.{path.parent.name}_{abs(hash(str(path.parent))) % 10**8}." \
-                  f"{path.stem}"
+    module_name = plugin_module_name(path)
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
@@ -257,6 +214,50 @@ def import_plugin_file(path: Path) -> Any:
         del sys.modules[module_name]
         raise
     return module
+
+
+class _SiblingLoader(importlib.abc.Loader):
+    """Loads ``name`` as the plugin-folder file it names, imported once under its private name."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def create_module(self, spec: Any) -> Any:
+        return import_plugin_file(self.path)
+
+    def exec_module(self, module: Any) -> None:
+        """Nothing to do: `create_module` returned the executed module."""
+
+
+class _SiblingFinder(importlib.abc.MetaPathFinder):
+    """Lets a file of an include folder import another one by its stem (``from base import
+    BaseCam``): the other file is imported once, under its private plugin name, so a subclass
+    and the plugins of the file it imports share one class object and register once.
+
+    It sits last on ``sys.meta_path``: installed packages win over a file of the same name.
+    """
+
+    def __init__(self) -> None:
+        self.folders: list[Path] = []
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if "." in fullname:
+            return None
+        for folder in self.folders:
+            candidate = folder / f"{fullname}.py"
+            if candidate.is_file():
+                return importlib.util.spec_from_loader(fullname, _SiblingLoader(candidate))
+        return None
+
+
+_SIBLINGS = _SiblingFinder()
+
+
+def _allow_sibling_imports(folder: Path) -> None:
+    if folder not in _SIBLINGS.folders:
+        _SIBLINGS.folders.append(folder)
+    if _SIBLINGS not in sys.meta_path:
+        sys.meta_path.append(_SIBLINGS)
 
 
 def _discover_entry_points() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.atomic import write_npz
+from bench.atomic import write_json, write_npz
 
 
 def slug(method: str) -> str:
@@ -37,6 +37,24 @@ def record_path(out: Path, rec: dict[str, Any]) -> Path:
         name = f"{name}@{rec['train_dataset']}"  # trained elsewhere: out of distribution
     return record_dir(out, rec["profile"], rec["seed"], rec["dataset"], rec["split"]) / (
         slug(name) + ".json")
+
+
+def write_record(out: Path, rec: dict[str, Any], areas: np.ndarray, ids: list[str],
+                 units: list[str] | None = None) -> Path:
+    """Write one stage's record (atomically) with its per-frame areas; returns its path.
+
+    A longer pipeline that recomputes a prefix must not demote a method that was run on its
+    own: the leaderboard lists records whose ``pipeline`` is the method itself, so such a
+    record keeps ``pipeline == method``.
+    """
+    path = record_path(out, rec)
+    if path.exists() and rec["pipeline"] != rec["method"]:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("pipeline") == old.get("method"):
+            rec["pipeline"] = rec["method"]
+    save_areas(path, areas, ids, units)
+    write_json(path, rec)
+    return path
 
 
 def save_areas(record_file: Path, areas: np.ndarray, ids: list[str],

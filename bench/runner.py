@@ -9,8 +9,6 @@ killed at any moment resumes cleanly.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -21,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.atomic import atomic_dir, write_json, write_npz
+from bench.cache import StageCache, compact, model_dir, model_done, save_model, stage_key
 from bench.code_digest import code_digest
 from bench.data import DATASETS, SplitData, discover_datasets, load_splits, resolve_root
 from bench.data.frames import SampleList
@@ -31,7 +29,7 @@ from bench.evaluate import StageScore, score_stage
 from bench.pipeline import build_stage, stage_configs
 from bench.plugins import builtin_dir, discover, include_dirs
 from bench.provenance import provenance
-from bench.records import record_path, save_areas
+from bench.records import write_record
 from bench.spec import PipelineSpec, parse_pipeline
 from bench.stages import (
     CamSource,
@@ -82,12 +80,6 @@ def seed_everything(seed: int) -> None:
         import torch
 
         torch.manual_seed(seed)
-
-
-def stable_hash(obj: Any) -> str:
-    """A short hash of a JSON-serialisable object (key order independent)."""
-    text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def calibration_split(split: str, data_splits: Sequence[str]) -> str:
@@ -210,13 +202,7 @@ class CellRunner:
             if trains:
                 upstream["train_data"] = data.fingerprints.get("train")
                 upstream["derived"] = data.derived
-            key = stable_hash(upstream)
-            skip = set(getattr(cls, "inference_params", ()))
-            model_key = key
-            if skip:
-                params = {k: v for k, v in config["params"].items() if k not in skip}
-                model_key = stable_hash({**upstream, "stage": {**config, "params": params},
-                                         "trained_state": True})
+            key, model_key = stage_key(upstream, getattr(cls, "inference_params", ()))
             states.append(StageState(i, self.spec.prefix(i + 1).text, config, key, trains,
                                      model_key=model_key))
         return states
@@ -249,20 +235,23 @@ class CellRunner:
             plugin.input_threshold = self.stage_threshold(states, i - 1, data)
         state.plugin = plugin
         if plugin.trainable:
-            model_dir = self.cache_root / (state.model_key or state.key) / "model"
-            if (model_dir / "DONE").exists():
-                with self.blame(i, f"loading its trained state from {model_dir}"):
-                    plugin.load(model_dir)
+            directory = model_dir(self.cache_root, state.model_key or state.key)
+            done = model_done(directory)
+            if done is not None:
+                with self.blame(i, f"loading its trained state from {directory}"):
+                    plugin.load(directory)
+                state.timings.setdefault("fit_s", float(done.get("fit_s", 0.0)))
             else:
                 seed_everything(self.opts.seed)
                 start = time.perf_counter()
                 self.fit(states, i, plugin, data)
                 state.timings["fit_s"] = time.perf_counter() - start
-                with atomic_dir(model_dir) as tmp, self.blame(i, "saving its trained state"):
-                    plugin.save(tmp)
-                    write_json(tmp / "DONE", {"fit_s": state.timings["fit_s"]})
-            done = json.loads((model_dir / "DONE").read_text())
-            state.timings.setdefault("fit_s", float(done.get("fit_s", 0.0)))
+
+                def save(tmp: Path) -> None:
+                    with self.blame(i, "saving its trained state"):
+                        plugin.save(tmp)
+
+                save_model(directory, save, state.timings["fit_s"])
         state.ready = True
         return plugin
 
@@ -339,13 +328,13 @@ class CellRunner:
         """Stage ``i``'s output maps for every sample of ``split`` (cached on disk)."""
         state = states[i]
         samples = data[split]
+        cache = StageCache(self.cache_root, state.key)
         if split not in state.maps:
-            path = self.cache_root / state.key / f"maps-{split}-{data.fingerprints[split]}.npz"
+            path = cache.maps_path(split, data.fingerprints[split])
             if path.exists():
-                with np.load(path) as npz:
-                    state.maps[split] = {k: npz[k] for k in npz.files if k != "__timing__"}
-                    if "__timing__" in npz.files:
-                        state.timings.setdefault(f"infer_{split}_s", float(npz["__timing__"]))
+                state.maps[split], timing = cache.load_maps(path)
+                if timing is not None:
+                    state.timings.setdefault(f"infer_{split}_s", timing)
             else:
                 # train (or load) this stage and compute its inputs first, so that the timing
                 # below is this stage's inference alone
@@ -356,11 +345,8 @@ class CellRunner:
                 computed = self.compute_maps(states, i, split, data)
                 elapsed = time.perf_counter() - start
                 state.timings[f"infer_{split}_s"] = elapsed
-                out = {_safe(sid): m for sid, m in zip(samples.ids, computed, strict=True)}
-                write_npz(path, {**out, "__timing__": np.array(elapsed)})
-                state.maps[split] = out
-        stored = state.maps[split]
-        return [_restore(stored[_safe(sid)]) for sid in samples.ids]
+                state.maps[split] = cache.save_maps(path, samples.ids, computed, elapsed)
+        return cache.ordered(state.maps[split], samples.ids)
 
     def compute_maps(self, states: list[StageState], i: int, split: str,
                      data: SplitData) -> list[np.ndarray]:
@@ -371,7 +357,7 @@ class CellRunner:
         doing = f"computing maps of split '{split}'"
         if isinstance(plugin, CamSource):
             with self.blame(i, doing):
-                return [_compact(m, "soft") for m in plugin.cams(samples, desc=desc)]
+                return [compact(m, "soft") for m in plugin.cams(samples, desc=desc)]
         if isinstance(plugin, Refiner):
             upstream = self.maps(states, i - 1, split, data)
             from bench.progress import progress
@@ -383,7 +369,7 @@ class CellRunner:
                                             enabled=self.opts.progress):
                     refined = check_map(plugin.refine(sample, cam), sample.image, plugin.output,
                                         f"{who}.refine (sample {sample.id})")
-                    out.append(_compact(refined, plugin.output))
+                    out.append(compact(refined, plugin.output))
             return out
         if isinstance(plugin, Segmenter):
             out = []
@@ -394,7 +380,7 @@ class CellRunner:
                     if len(preds) != len(batch):
                         raise ValueError(f"{who}.predict returned {len(preds)} maps for "
                                          f"{len(batch)} images")
-                    out.extend(_compact(check_map(p, s.image, plugin.output,
+                    out.extend(compact(check_map(p, s.image, plugin.output,
                                                   f"{who}.predict (sample {s.id})"),
                                         plugin.output) for p, s in zip(preds, batch, strict=True))
             return out
@@ -493,15 +479,7 @@ class CellRunner:
                                    for k, v in asdict(self.opts).items()}},
             "provenance": provenance(),
         }
-        path = record_path(self.opts.out, rec)
-        if path.exists() and rec["pipeline"] != rec["method"]:
-            # a longer pipeline recomputing this prefix must not demote a method that was run
-            # on its own (the leaderboard lists records whose pipeline is the method itself)
-            old = json.loads(path.read_text(encoding="utf-8"))
-            if old.get("pipeline") == old.get("method"):
-                rec["pipeline"] = rec["method"]
-        save_areas(path, score.per_image_areas, score.image_ids, score.units)
-        write_json(path, rec)
+        write_record(self.opts.out, rec, score.per_image_areas, score.image_ids, score.units)
         return rec
 
     def device_used(self) -> str:
@@ -545,18 +523,3 @@ def _output_of(name: str) -> str:
 def _box_slices(box: tuple[int, int, int, int]) -> tuple[slice, slice]:
     y, x, h, w = box
     return slice(y, y + h), slice(x, x + w)
-
-
-def _safe(sample_id: str) -> str:
-    return sample_id.replace("/", "|")
-
-
-def _compact(m: np.ndarray, output: str) -> np.ndarray:
-    """Store soft maps as float16 and label maps as uint8."""
-    if output == "labels":
-        return np.asarray(m).astype(np.uint8)
-    return np.asarray(m, dtype=np.float32).astype(np.float16)
-
-
-def _restore(m: np.ndarray) -> np.ndarray:
-    return m.astype(np.float32) if m.dtype == np.float16 else m

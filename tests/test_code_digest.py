@@ -54,9 +54,9 @@ def _cache_state(out: Path) -> dict[str, int]:
 
 
 def _run(include: Path, method: str, dataset_dir: Path, root: Path, out: Path) -> float:
-    """``bench run`` in a new process, as a user reruns it (the plugin folder on PYTHONPATH so
-    that the plugin file can import its helper)."""
-    env = {**os.environ, "PYTHONPATH": str(include), "BENCH_PROGRESS": "0"}
+    """``bench run`` in a new process, as a user reruns it (the plugin file imports its helper
+    beside it by name: include folders resolve sibling imports)."""
+    env = {**os.environ, "BENCH_PROGRESS": "0"}
     proc = subprocess.run(
         [sys.executable, "-m", "bench.cli", "run", "--include", str(include), "--include",
          str(dataset_dir), "--methods", method, "--datasets", "digest", "--data-root",
