@@ -21,7 +21,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import pytest  # noqa: E402
 
-from bench.synthetic import SyntheticConfig, render  # noqa: E402
+from bench.data.synthetic import SyntheticConfig, render  # noqa: E402
 
 N_IMAGES = 64
 TARGET = 200.0

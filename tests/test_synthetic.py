@@ -14,8 +14,8 @@ from functools import cache
 import numpy as np
 import pytest
 
+from bench.data.synthetic import SyntheticConfig, SyntheticImage, generate, render
 from bench.sample import Sample
-from bench.synthetic import SyntheticConfig, SyntheticImage, generate, render
 
 N = 100
 SIZE = 64

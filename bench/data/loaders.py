@@ -110,8 +110,8 @@ def load_class_folders(config: DatasetConfig, split: str, root: Path | None,
 @register_loader("synthetic")
 def load_synthetic(config: DatasetConfig, split: str, root: Path | None,
                    profile: str) -> list[Frame]:
-    """Synthetic industrial smoke scenes rendered on the fly (`bench.synthetic`)."""
-    from bench.synthetic import SyntheticConfig, render
+    """Synthetic industrial smoke scenes rendered on the fly (`bench.data.synthetic`)."""
+    from bench.data.synthetic import SyntheticConfig, render
 
     spec = config.splits.get(split)
     if not isinstance(spec, dict):
