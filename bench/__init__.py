@@ -1,11 +1,14 @@
 """smoke-wsss-bench: a plugin-based benchmark of weakly supervised smoke segmentation.
 
-The public API a plugin file may import (everything else in ``bench`` is internal)::
+The public API a plugin file may import (everything else in ``bench`` is internal): the names
+of `_EXPORTS`, e.g.::
 
     from bench import register_method, CamSource, CamWrapper, Refiner, Segmenter
-    from bench import RunContext, Sample, normalize_cam
+    from bench import RunContext, Sample, normalize_cam, window_starts
+    from bench import ClassifierCam, TorchSegmenter    # shared torch building blocks (bench.nn)
 
-Attributes resolve lazily so that ``import bench`` stays cheap (no torch).
+Attributes resolve lazily so that ``import bench`` stays cheap (no torch): a name imports its
+module when first used, and only the `bench.nn` names (and `DenseCRFLoss`) import torch.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    # registry and the stage interfaces
     "register_method": "bench.plugins",
     "METHODS": "bench.plugins",
     "CamSource": "bench.stages",
@@ -24,26 +28,46 @@ _EXPORTS = {
     "Segmenter": "bench.stages",
     "Plugin": "bench.stages",
     "RunContext": "bench.stages",
-    "normalize_cam": "bench.stages",
+    "MultiSourceCam": "bench.multi_source",
+    "split_sources": "bench.multi_source",
+    "parse_pipeline": "bench.spec",
+    "stage_params": "bench.pipeline",
+    # data
     "Sample": "bench.sample",
     "SMOKE": "bench.sample",
     "BACKGROUND": "bench.sample",
     "IGNORE": "bench.sample",
+    "register_loader": "bench.data.loaders",
+    "DATASETS": "bench.data.config",
+    # errors
     "BenchError": "bench.errors",
     "ConfigError": "bench.errors",
     "InputError": "bench.errors",
-    "register_loader": "bench.data.loaders",
-    "DATASETS": "bench.data.config",
-    "ClassifierCam": "bench.cam",
-    "MultiSourceCam": "bench.cam",
-    "ConsistencyCam": "bench.consistency",
-    "fuse_maps": "bench.cam",
-    "resize_image": "bench.cam",
-    "resize_map": "bench.cam",
-    "window_starts": "bench.cam",
-    "split_sources": "bench.cam",
-    "TorchSegmenter": "bench.segmenter",
-    "DeepLabV3PlusSegmenter": "bench.segmenter",
+    "WeightsError": "bench.weights",
+    # torch-free map helpers
+    "window_starts": "bench.maps",
+    "fuse_maps": "bench.maps",
+    "normalize_cam": "bench.maps",
+    "resize_image": "bench.maps",
+    "resize_map": "bench.maps",
+    # dense CRF (torch-free)
+    "dense_crf": "bench.crf",
+    "bilateral_filter": "bench.crf",
+    "CRF_BACKENDS": "bench.crf",
+    "PYDENSECRF_HINT": "bench.crf",
+    # weights
+    "resolve_weights": "bench.weights",
+    "PACKAGED_ENCODERS": "bench.weights",
+    "packaged_state_dict": "bench.weights",
+    # torch building blocks (bench.nn)
+    "ClassifierCam": "bench.nn.classifier_cam",
+    "TrainSettings": "bench.nn.train",
+    "TimmNet": "bench.nn.timm_net",
+    "create_net": "bench.nn.timm_net",
+    "TorchSegmenter": "bench.nn.segmenter",
+    "IMAGENET_MEAN": "bench.nn.segmenter",
+    "IMAGENET_STD": "bench.nn.segmenter",
+    "DenseCRFLoss": "bench.nn.crf_loss",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -7,9 +7,10 @@ The public face of the compiled module ``bench._bilateral`` (C++17, ``ext/``):
 - `dense_crf` — mean-field inference of the fully connected CRF of Krähenbühl & Koltun (2011),
   with backend ``"bench"`` (ours) or ``"pydensecrf2"`` (the reference implementation, the
   optional extra ``crf``);
-- `DenseCRFLoss` — the DenseCRF regularised loss of Tang et al. (2018), a torch module defined
-  in `bench.crf_loss` and loaded lazily here, so that importing this module never imports torch;
 - `set_num_threads` / `get_num_threads` — the default thread count of the C++ code.
+
+The DenseCRF regularised loss of Tang et al. (2018), a torch module built on `bilateral_filter`,
+is `bench.nn.crf_loss.DenseCRFLoss`; this module never imports torch.
 
 What `bilateral_filter` computes: with features ``f_i = (x_i, y_i) / sigma_xy ⊕ (r_i, g_i, b_i)
 / sigma_rgb``, ``out[k, i] ≈ c · sum_j exp(-|f_i - f_j|² / 2) · values[k, j]`` (the sum includes
@@ -27,17 +28,13 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from bench.crf_loss import DenseCRFLoss
-
 __all__ = [
-    "BACKENDS",
+    "CRF_BACKENDS",
     "PYDENSECRF_HINT",
-    "DenseCRFLoss",
     "bilateral_filter",
     "dense_crf",
     "get_num_threads",
@@ -45,7 +42,7 @@ __all__ = [
 ]
 
 Backend = Literal["bench", "pydensecrf2"]
-BACKENDS: tuple[str, ...] = ("bench", "pydensecrf2")
+CRF_BACKENDS: tuple[str, ...] = ("bench", "pydensecrf2")
 PYDENSECRF_HINT = "pip install 'smoke-wsss-bench[crf]'"
 
 _num_threads: int | None = None
@@ -159,8 +156,8 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, *, iterations: int = 10,
         ("gauss_weight", gauss_weight), ("bilateral_weight", bilateral_weight))}
     if not 0 < clip < 1:
         raise ValueError(f"clip must be in (0, 1), got {clip!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if backend not in CRF_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(CRF_BACKENDS)}; got {backend!r}")
 
     unary = -np.log(np.clip(probs, clip, 1.0)).astype(np.float32)
     image = np.ascontiguousarray(image)
@@ -193,14 +190,6 @@ def _dense_crf_pydensecrf(image: np.ndarray, unary: np.ndarray, iterations: int,
                                  compat=bilateral_weight)
     q = np.asarray(crf.inference(iterations), dtype=np.float32)
     return q.reshape(k, h, w)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "DenseCRFLoss":  # lazily, so that importing bench.crf never imports torch
-        from bench.crf_loss import DenseCRFLoss
-
-        return DenseCRFLoss
-    raise AttributeError(f"module 'bench.crf' has no attribute '{name}'")
 
 
 # --- validation -----------------------------------------------------------------------------

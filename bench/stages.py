@@ -78,6 +78,10 @@ class Plugin:
     profiles: ClassVar[dict[str, dict[str, Any]]] = {}
     #: parameters `bench table --grid NAME` shows first, even where they do not vary
     grid_params: ClassVar[tuple[str, ...]] = ()
+    #: parameters that change only how a trained plugin infers (or what it logs), not what is
+    #: trained: variants differing only in these share one trained state in the runner's cache,
+    #: and a resumed training accepts a checkpoint written under other values of them
+    inference_params: ClassVar[tuple[str, ...]] = ()
 
     @dataclass
     class Params:
@@ -188,11 +192,6 @@ class Segmenter(Plugin):
         raise NotImplementedError
 
 
-KIND_BASES: dict[str, type[Plugin]] = {
-    "cam": CamSource, "wrapper": CamWrapper, "refiner": Refiner, "segmenter": Segmenter,
-}
-
-
 def check_cam(cam: np.ndarray, image: np.ndarray, who: str) -> np.ndarray:
     """Validate a CAM against its image: float HxW with values in [0, 1]; returns float32."""
     cam = np.asarray(cam)
@@ -219,12 +218,3 @@ def check_map(m: np.ndarray, image: np.ndarray, output: str, who: str) -> np.nda
     if bad.size:
         raise ValueError(f"{who} returned label values {bad[:5].tolist()} (allowed: 0, 1, 255)")
     return m
-
-
-def normalize_cam(cam: np.ndarray, eps: float = 1e-8) -> np.ndarray:
-    """Min-max normalise a map to [0, 1] (a constant map becomes all zeros)."""
-    cam = np.asarray(cam, dtype=np.float32)
-    lo, hi = float(cam.min()), float(cam.max())
-    if hi - lo < eps:
-        return np.zeros_like(cam)
-    return (cam - lo) / (hi - lo)

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.cam import ClassifierCam
-from bench.classifier import TrainSettings, image_set, train
+from bench.nn.classifier_cam import ClassifierCam
+from bench.nn.train import image_set, train
 from bench.sample import Sample
 from bench.stages import RunContext
 
@@ -101,7 +101,7 @@ def test_train_throughput(benchmark: Any, scenes512: list, tmp_path: Path, bench
         cam.build()
         cam.prepare_training(data.labels)
         runs.append(train(cam.training_module(), cam.training_step, cam.require_net(), data,
-                          None, TrainSettings.of(params), cam.ctx))
+                          None, params, cam.ctx))
 
     benchmark.group = "train 128px batch 16"
     benchmark.pedantic(once, rounds=2, warmup_rounds=0)

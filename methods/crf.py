@@ -49,7 +49,7 @@ class DenseCRF(Refiner):
         center: float = 0.0
 
         def __post_init__(self) -> None:
-            from bench.crf import BACKENDS
+            from bench import CRF_BACKENDS
 
             if self.iterations < 0:
                 raise ValueError(f"iterations must be >= 0, got {self.iterations}")
@@ -60,8 +60,8 @@ class DenseCRF(Refiner):
                 raise ValueError(f"center must be in [0, 1), got {self.center}")
             if not 0 < self.clip < 0.5:
                 raise ValueError(f"clip must be in (0, 0.5), got {self.clip}")
-            if self.backend not in BACKENDS:
-                raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, "
+            if self.backend not in CRF_BACKENDS:
+                raise ValueError(f"backend must be one of {', '.join(CRF_BACKENDS)}, "
                                  f"got '{self.backend}'")
 
     def center(self) -> float:
@@ -72,7 +72,7 @@ class DenseCRF(Refiner):
 
     def refine(self, sample: Sample, cam: np.ndarray) -> np.ndarray:
         """The CRF's smoke probability (float32 HxW in [0, 1]) for a soft CAM of ``sample``."""
-        from bench.crf import PYDENSECRF_HINT, dense_crf
+        from bench import PYDENSECRF_HINT, dense_crf
 
         p = self.params
         smoke = calibrate(np.asarray(cam, dtype=np.float32), self.center())

@@ -9,10 +9,12 @@ from bench import ClassifierCam, register_method
 
 @register_method("vit_small_patch16_224", backbone="vit_small_patch16_224")
 class ViTCam(ClassifierCam):
-    """ViT-S/16 classifier, patch-token CAM: sharp edges, prone to chimneys and steam (13.18).
+    """ViT-S/16 classifier, patch-token CAM: sharp edges, prone to chimneys and steam.
 
     The classifier averages the patch tokens (no class token head), so the CAM of the final
-    tokens is exact; ``layers=blocks.9:blocks.11`` fuses CAMs of several blocks.
+    tokens is exact; ``layers=blocks.9:blocks.11`` fuses CAMs of several blocks. The token
+    handling is `bench.TimmNet`'s, shared with every timm ViT backbone
+    (``classifier[backbone=deit_small_patch16_224]``, the ``consistency`` student).
     """
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {

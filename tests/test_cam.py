@@ -9,19 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from bench.cam import ClassifierCam
-from bench.classifier import (
-    ImageSet,
-    TrainSettings,
-    check_backbone,
-    create_net,
-    resolve_weights,
-    train,
-)
 from bench.errors import ConfigError
 from bench.metrics import AreaAccumulator, metrics_from_areas
+from bench.nn.classifier_cam import ClassifierCam
+from bench.nn.timm_net import check_backbone, create_net
+from bench.nn.train import ImageSet, TrainSettings, train
 from bench.sample import Sample
 from bench.stages import RunContext
+from bench.weights import resolve_weights
 
 
 def make_cam(tmp_path: Path, **params: object) -> ClassifierCam:
@@ -153,7 +148,7 @@ def test_weights_from_local_file(tmp_path: Path) -> None:
 
 
 def test_packaged_effnet_weights_load_fully() -> None:
-    from bench.classifier import packaged_effnet_path, read_state_dict
+    from bench.weights import packaged_effnet_path, read_state_dict
 
     spec = resolve_weights("package", False, "tf_efficientnet_lite0")
     net = create_net("tf_efficientnet_lite0", spec, 64)

@@ -120,6 +120,6 @@ def test_source_files_cover_the_plugin_its_bases_and_helpers() -> None:
     methods = builtin_dir("methods")
     names = {p.relative_to(methods.parent).as_posix()
              for p in source_files(METHODS.get("resnet50").cls, (methods,))}
-    assert {"methods/resnet.py", "bench/cam.py", "bench/classifier.py",
-            "bench/stages.py"} <= names
+    assert {"methods/resnet.py", "bench/nn/classifier_cam.py", "bench/nn/timm_net.py",
+            "bench/nn/train.py", "bench/weights.py", "bench/stages.py"} <= names
     assert "bench/runner.py" not in names and "bench/table.py" not in names

@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from bench.cam import ClassifierCam
-from bench.consistency import (
-    LEVELS,
-    METRICS,
-    ConsistencyCam,
-    alignment_loss,
-    flatten_pair,
-)
+from bench.nn.classifier_cam import ClassifierCam
+from bench.plugins import builtin_dir, import_plugin_file
 from bench.sample import Sample
 from bench.stages import RunContext
+
+_method = import_plugin_file(builtin_dir("methods") / "consistency.py")
+LEVELS, METRICS = _method.LEVELS, _method.METRICS
+ConsistencyCam, alignment_loss, flatten_pair = (_method.ConsistencyCam, _method.alignment_loss,
+                                                _method.flatten_pair)
 
 # two positions, two channels: the student's position features are the teacher's, swapped
 SWAP_S = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])

@@ -1,4 +1,5 @@
-"""bench.crf.DenseCRFLoss: value and gradient against the closed form, scaling, devices, errors."""
+"""bench.nn.crf_loss.DenseCRFLoss: value and gradient against the closed form, scaling, devices,
+errors."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.crf import DenseCRFLoss, bilateral_filter
+from bench.crf import bilateral_filter
+from bench.nn.crf_loss import DenseCRFLoss
 
 
 def batch(n: int = 2, k: int = 2, h: int = 8, w: int = 7, seed: int = 0,

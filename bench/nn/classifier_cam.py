@@ -1,9 +1,10 @@
-"""CAM sources on image classifiers, and the map operations CAM wrappers share.
+"""`ClassifierCam`: the CAM source on an image-level smoke classifier (timm backbone).
 
 `ClassifierCam` owns the machinery a classifier CAM method needs, pytorch-grad-cam style: a
 method file only registers it under a name with defaults (``backbone="resnet101"``) and
 overrides a hook when it does something different (`ClassifierCam.training_step`,
-`ClassifierCam.cam_from_grid`, ...).
+`ClassifierCam.cam_from_grid`, ...). The network is a `bench.nn.timm_net.TimmNet`, its initial
+weights come from `bench.weights`, and it is trained by `bench.nn.train.train`.
 
 CAM extraction is one forward pass per batch, no backward:
 
@@ -39,83 +40,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.classifier import (
-    TimmNet,
-    TrainSettings,
-    WeightsSpec,
-    check_backbone,
-    checkpoint_path,
-    create_net,
-    image_set,
-    resolve_weights,
-    settings_dict,
-    train,
-)
 from bench.errors import ConfigError
+from bench.maps import FUSE
+from bench.nn.timm_net import TimmNet, check_backbone, create_net
+from bench.nn.train import TrainSettings, checkpoint_path, image_set, settings_dict, train
 from bench.sample import Sample
 from bench.stages import CamSource
+from bench.weights import WeightsSpec, resolve_weights
 
 NORMALIZE = ("minmax", "max", "sigmoid")
-FUSE = ("mean", "max", "gmean")
-
-
-# --------------------------------------------------------------------------- map operations
-def fuse_maps(maps: Sequence[np.ndarray], mode: str = "mean") -> np.ndarray:
-    """Fuse same-sized maps in [0, 1]: ``mean``, ``max`` or ``gmean`` (geometric mean)."""
-    if not maps:
-        raise ValueError("fuse_maps needs at least one map")
-    if mode not in FUSE:
-        raise ConfigError(f"fusion mode must be one of {', '.join(FUSE)}, not '{mode}'")
-    if len(maps) == 1:
-        return np.asarray(maps[0], dtype=np.float32)
-    stack = np.stack([np.asarray(m, dtype=np.float64) for m in maps])
-    if mode == "mean":
-        out = stack.mean(0)
-    elif mode == "max":
-        out = stack.max(0)
-    else:
-        out = np.prod(np.clip(stack, 0.0, None), axis=0) ** (1.0 / len(maps))
-    return out.astype(np.float32)
-
-
-def _writable(array: np.ndarray) -> np.ndarray:
-    """A C-contiguous, writable array (decoded images are read-only; torch wants writable)."""
-    array = np.ascontiguousarray(array)
-    return array if array.flags.writeable else array.copy()
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a uint8 HxWx3 image to ``size`` = (height, width), bilinear with antialiasing."""
-    h, w = int(size[0]), int(size[1])
-    if image.shape[:2] == (h, w):
-        return image
-    x = torch.from_numpy(_writable(image)).permute(2, 0, 1)[None].float()
-    y = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-    return y[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
-
-
-def resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a float HxW map to ``size`` = (height, width), bilinear (half-pixel centres)."""
-    h, w = int(size[0]), int(size[1])
-    cam = np.asarray(cam, dtype=np.float32)
-    if cam.shape == (h, w):
-        return cam
-    x = torch.from_numpy(_writable(cam))[None, None]
-    antialias = h < cam.shape[0] or w < cam.shape[1]
-    y = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=antialias)
-    return y[0, 0].numpy()
-
-
-def window_starts(length: int, tile: int, stride: int) -> list[int]:
-    """Start offsets of windows of ``tile`` every ``stride`` along ``length``, the last one flush
-    with the end (one window when ``tile`` covers ``length``)."""
-    if tile >= length:
-        return [0]
-    stride = max(1, stride)
-    starts = list(range(0, length - tile + 1, stride))
-    if starts[-1] + tile < length:
-        starts.append(length - tile)
-    return starts
 
 
 def _normalize_batch(cam: torch.Tensor, how: str, eps: float = 1e-12) -> torch.Tensor:
@@ -142,26 +75,21 @@ class ClassifierCam(CamSource):
                                                    "cam_scale", "batch_infer")
 
     @dataclass
-    class Params:
-        """Parameters (defaults: the full profile; ``profiles["quick"]`` shrinks them).
+    class Params(TrainSettings):
+        """Parameters (defaults: the full profile; ``profiles["quick"]`` shrinks them), on top
+        of the `TrainSettings` of the training loop (epochs, batch_size, lr, ...).
 
         backbone: any timm model name.
         weights: initial weights: ``none``, ``hub`` (timm's pretrained, needs the internet),
             ``package`` (EfficientNet-Lite0 ImageNet weights from the pip package), or a path.
         pretrained: ``true`` is the same as ``weights=hub``.
         input_size: training resolution (square); crops are taken at this size.
-        epochs, batch_size, lr, weight_decay, warmup_epochs, min_lr_ratio, clip_grad: AdamW
-            with linear warm-up and cosine decay to ``lr * min_lr_ratio``.
-        amp: mixed precision (CUDA only; ignored on CPU).
-        crop_scale: smallest area fraction of random resized crops (1: no crops).
-        hflip, jitter: horizontal flips; colour jitter strength (0: none).
         balance: weight positives by negatives/positives in the loss.
         output_stride: 8/16 dilate the last stages of CNNs that support it (0: native 32).
         drop_path: stochastic depth rate.
         layers: modules whose outputs give CAMs (``blocks.9:blocks.11``); empty: final features.
         layer_fusion: how CAMs of several layers combine: mean, max, gmean.
         normalize: minmax, max, or sigmoid (per-position probabilities).
-        epoch_size: images drawn (without replacement) per epoch; 0: all of them.
         train_from: first parameter (name prefix, e.g. ``blocks.4``) that trains; earlier ones
             stay frozen, their BatchNorm in eval mode (fine-tuning a pretrained backbone).
         cam_scale: factor images are scaled by before the forward pass (0: as in training).
@@ -172,18 +100,6 @@ class ClassifierCam(CamSource):
         weights: str = "hub"
         pretrained: bool = False
         input_size: int = 224
-        epochs: int = 15
-        batch_size: int = 32
-        lr: float = 1e-4
-        weight_decay: float = 0.05
-        warmup_epochs: float = 1.0
-        min_lr_ratio: float = 0.01
-        clip_grad: float = 1.0
-        amp: bool = True
-        crop_scale: float = 0.5
-        hflip: bool = True
-        jitter: float = 0.1
-        epoch_size: int = 0
         train_from: str = ""
         balance: bool = True
         output_stride: int = 0
@@ -310,9 +226,8 @@ class ClassifierCam(CamSource):
         val_set = image_set(val, p.input_size, f"{self.name} load val", progress) \
             if len(val) else None
         self.prepare_training(train_set.labels)
-        settings = TrainSettings.of(p)
         self.history = train(self.training_module(), self.training_step,
-                             self.require_net(), train_set, val_set, settings, self.ctx,
+                             self.require_net(), train_set, val_set, p, self.ctx,
                              desc=self.name or "classifier", frozen=self.frozen_modules(),
                              fingerprint=self.config())
         sides = [float(np.sqrt(h * w)) for h, w in train_set.native]
@@ -328,7 +243,7 @@ class ClassifierCam(CamSource):
             torch.save(module.state_dict(), directory / f"{stem}.pt")
         meta = {"backbone": self.params.backbone, "weights": self.weights_info,
                 "kind": self.require_net().kind, "train_scale": self.train_scale,
-                "history": self.history, "settings": settings_dict(TrainSettings.of(self.params)),
+                "history": self.history, "settings": settings_dict(self.params),
                 "config": self.config()}
         (directory / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         ckpt = checkpoint_path(self.ctx)
@@ -405,44 +320,3 @@ class ClassifierCam(CamSource):
             for j, i in enumerate(idx):
                 out[i] = maps[j]
         return out  # type: ignore[return-value]
-
-
-# --------------------------------------------------------------------------- multi-source
-class MultiSourceCam(CamSource):
-    """A CAM source built on other pipelines (``fusion`` of several sources, a teacher, ...).
-
-    `sources` returns pipeline specs; the runner trains (or loads from the cache) each of them
-    under its own cache key, exactly as if it ran alone, and hands the ready CAM sources to
-    `bind_sources` before `fit` or `load`. The class is trainable only so that the runner loads
-    the training split its sources may need; `fit` itself learns nothing.
-    """
-
-    trainable: ClassVar[bool] = True
-
-    def __init__(self, params: Any | None = None, ctx: Any | None = None) -> None:
-        super().__init__(params, ctx)
-        self.source_plugins: list[CamSource] = []
-
-    def sources(self) -> list[str]:
-        """Pipeline specs of the CAM sources this one is built on."""
-        return []
-
-    def bind_sources(self, plugins: Sequence[CamSource]) -> None:
-        """Receive the ready sources, in the order of `sources`."""
-        self.source_plugins = list(plugins)
-
-    def fit(self, train: Sequence[Sample], val: Sequence[Sample]) -> None:
-        return None
-
-    def save(self, directory: Path) -> None:
-        (directory / "sources.json").write_text(json.dumps(self.sources()))
-
-    def load(self, directory: Path) -> None:
-        return None
-
-
-def split_sources(text: str) -> list[str]:
-    """Split a ``sources`` parameter on ``:`` outside brackets (specs may hold ``a:b`` values)."""
-    from bench.spec import split_top_level
-
-    return [s for s in split_top_level(text, ":") if s]

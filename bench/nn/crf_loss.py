@@ -9,7 +9,7 @@ sigma is scaled with them, the segmentation is masked by the ROI, and
 
 with ``W`` the bilateral affinity of `bench.crf.bilateral_filter`. Our ``W`` is an exactly
 symmetric matrix, so that gradient is exact (checked with ``torch.autograd.gradcheck``).
-Import it as ``bench.crf.DenseCRFLoss``; this module imports torch.
+This module imports torch (`bench.crf` does not); plugins import it as ``bench.DenseCRFLoss``.
 """
 
 from __future__ import annotations
