@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from bench.nn.classifier_cam import ClassifierCam
-from bench.plugins import builtin_dir, import_plugin_file
+from bench.plugins import builtin_dir, discover, import_plugin_file
 from bench.sample import Sample
 from bench.stages import RunContext
 
+discover()  # first, so that the registry entry keeps what the scan read (demo, label)
 _method = import_plugin_file(builtin_dir("methods") / "consistency.py")
 LEVELS, METRICS = _method.LEVELS, _method.METRICS
 ConsistencyCam, alignment_loss, flatten_pair = (_method.ConsistencyCam, _method.alignment_loss,

@@ -21,6 +21,8 @@ from bench.errors import ConfigError
 from bench.plugins import METHODS, builtin_dir, discover, import_plugin_file
 
 #: the method file: its mmcv-lite shim (pure-torch ops, safe checkpoint loading) and the plugin
+#: (imported after discovery, so that its registry entry keeps what the scan read)
+discover()
 compat = import_plugin_file(builtin_dir("methods") / "mmseg.py")
 
 QUICK_CONFIG = "deeplabv3plus/deeplabv3plus_r18-d8_4xb4-80k_loveda-512x512.py"

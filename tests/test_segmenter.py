@@ -33,7 +33,9 @@ from bench.weights import (
     packaged_state_dict,
 )
 
-#: the deeplabv3plus method's class (methods/deeplabv3plus.py; ``supervised`` subclasses it)
+#: the deeplabv3plus method's class (methods/deeplabv3plus.py; ``supervised`` subclasses it),
+#: imported after discovery so that its registry entry keeps what the scan read (demo, label)
+discover()
 DeepLabV3PlusSegmenter = import_plugin_file(builtin_dir("methods") / "deeplabv3plus.py"
                                             ).DeepLabV3Plus
 
