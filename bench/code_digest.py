@@ -10,8 +10,9 @@ The digest of a plugin class covers:
   built-in ``methods/`` folder or in an ``--include`` folder, and every ``bench`` module it (or
   they) import (``from bench import X`` counts as the module that defines ``X``).
 
-``bench`` modules count one import level deep: what a plugin's code calls is hashed, not the
-whole harness (the runner, tables and CLI do not change maps).
+``bench`` modules count one import level deep (a subpackage's ``__init__`` stands for the
+modules it re-exports): what a plugin's code calls is hashed, not the whole harness (the
+runner, tables and CLI do not change maps, nor do the modules in `NOT_COMPUTATION`).
 
 Unchanged code keeps its cache; editing any of these files recomputes that stage and
 everything downstream (keys chain). Files are read once per process.
@@ -27,6 +28,12 @@ from functools import cache
 from pathlib import Path
 
 _BENCH_DIR = Path(__file__).resolve().parent
+
+#: ``bench`` modules every plugin imports that cannot change what a plugin computes (they
+#: register, list, describe, report errors and draw progress bars): left out, so that editing
+#: them does not recompute every cache
+NOT_COMPUTATION = frozenset(_BENCH_DIR / name for name in (
+    "__init__.py", "plugins.py", "registry.py", "source_scan.py", "progress.py", "errors.py"))
 
 
 def _is_bench(path: Path) -> bool:
@@ -99,8 +106,14 @@ def _local_module(name: str, level: int, here: Path, folders: tuple[Path, ...]) 
     return None
 
 
-def _bench_imports(path: Path) -> set[Path]:
-    """The ``bench`` modules a ``bench`` file imports (absolute or relative, lazy or not)."""
+def _bench_imports(path: Path, seen: set[Path] | None = None) -> set[Path]:
+    """The ``bench`` modules a ``bench`` file imports (absolute or relative, lazy or not).
+
+    A subpackage's ``__init__.py`` stands for the modules it re-exports (``from bench.metrics
+    import X`` depends on ``bench/metrics/areas.py``), so its own imports count too.
+    """
+    seen = set() if seen is None else seen
+    seen.add(path)
     package = path.relative_to(_BENCH_DIR.parent).with_suffix("").parts
     package = package if path.name == "__init__.py" else package[:-1]
     out = set()
@@ -109,8 +122,11 @@ def _bench_imports(path: Path) -> set[Path]:
             up = list(package[: len(package) - (level - 1)])
             name = ".".join(up + ([name] if name else []))
         found = _bench_module_path(name)
-        if found is not None and found != path:
-            out.add(found)
+        if found is None or found in seen:
+            continue
+        out.add(found)
+        if found.name == "__init__.py" and found.parent != _BENCH_DIR:
+            out.update(_bench_imports(found, seen))
     return out
 
 
@@ -145,7 +161,7 @@ def source_files(cls: type, plugin_folders: tuple[Path, ...] = ()) -> list[Path]
             local = _local_module(name, level, path, plugin_folders)
             if local is not None:
                 plugin_side.append(local)
-    return sorted(files)
+    return sorted(files - NOT_COMPUTATION)
 
 
 def code_digest(cls: type, plugin_folders: tuple[Path, ...] = ()) -> str:

@@ -123,3 +123,9 @@ def test_source_files_cover_the_plugin_its_bases_and_helpers() -> None:
     assert {"methods/resnet.py", "bench/nn/classifier_cam.py", "bench/nn/timm_net.py",
             "bench/nn/train.py", "bench/weights.py", "bench/stages.py"} <= names
     assert "bench/runner.py" not in names and "bench/table.py" not in names
+    # harness modules that cannot change a plugin's output are left out
+    assert not names & {"bench/plugins.py", "bench/registry.py", "bench/__init__.py"}
+    # a subpackage's __init__ stands for the modules it re-exports
+    seg = {p.relative_to(methods.parent).as_posix()
+           for p in source_files(METHODS.get("deeplabv3plus").cls, (methods,))}
+    assert "bench/metrics/areas.py" in seg
