@@ -7,8 +7,9 @@ them), with the help text of the ``Params`` docstring or the field's comment.
 Like ``bench list``, this must not import torch. Plugins are not imported: their files, and the
 ``bench`` modules their classes derive from (``ClassifierCam`` lives in
 ``bench.nn.classifier_cam``, which imports torch), are read with `ast` (`bench.source_scan`)
-and the parameters' defaults and profiles evaluated from literals. A plugin whose classes cannot be followed that way (a base class from another
-package, a default computed by a call) is described from its imported class instead.
+and the parameters' defaults and profiles evaluated from literals. A plugin whose classes
+cannot be followed that way (a base class from another package, a default computed by a call)
+is described from its imported class instead.
 """
 
 from __future__ import annotations
