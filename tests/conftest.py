@@ -53,3 +53,29 @@ def smoke5k_root(tmp_path: Path) -> Path:
 def pair_tools() -> tuple:
     """(smoke_frame, write_pair), for tests that build more folders of their own."""
     return smoke_frame, write_pair
+
+
+def dataset_file(folder: Path, stem: str, root: Path, extra: str = "") -> tuple[str, Path]:
+    """A ``folder_pairs`` data set file ``folder/<stem>.toml`` over ``root`` (SMOKE5K layout,
+    splits ``train`` and ``test``); ``extra`` follows the ``[splits]`` table, so it may start with
+    ``val_fraction = ...`` and add tables. Returns (name, path); the name is unique per folder
+    (data set names are global to the process)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{stem}{abs(hash(str(folder))) % 10**6}"
+    path = folder / f"{stem}.toml"
+    path.write_text(f'''name = "{name}"
+description = "tiny test set"
+loader = "folder_pairs"
+root = "{root}"
+[splits]
+train = "train"
+test = "test"
+{extra}
+''', encoding="utf-8")
+    return name, path
+
+
+@pytest.fixture
+def write_dataset() -> object:
+    """`dataset_file`, for tests that write data set files of their own."""
+    return dataset_file

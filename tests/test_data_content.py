@@ -22,6 +22,9 @@ from bench.errors import ConfigError
 from bench.records import load_records
 
 #: the public SMOKE5K's cross-split duplicate: this training photo is that test photo
+#: what every data set file of this module sets after [splits]
+OPTIONS = 'val_fraction = 0.3\n[masks]\nencoding = "binary255"\n'
+
 TRAIN_COPY, TEST_ORIGINAL = "ckb3uv42hu2cw0797ivwaxexz", "ckb3w841muf6l0797ng4sea57"
 #: a cheap trainable method: a resnet18 classifier CAM from scratch, one short epoch
 TRAINED = "classifier[backbone=resnet18,weights=none,input_size=32,epochs=1,batch_size=4," \
@@ -29,24 +32,6 @@ TRAINED = "classifier[backbone=resnet18,weights=none,input_size=32,epochs=1,batc
 PAST = time.time() - 86400  # modification times older than the index's racy window
 
 
-def write_dataset(folder: Path, stem: str, root: Path, extra: str = "") -> tuple[str, Path]:
-    """A folder_pairs data set file ``folder/<stem>.toml`` over ``root``: (its name, its path);
-    the name is unique per folder (data set names are global to the process)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"{stem}{abs(hash(str(folder))) % 10**6}"
-    path = folder / f"{stem}.toml"
-    path.write_text(f'''name = "{name}"
-description = "tiny test set"
-loader = "folder_pairs"
-root = "{root}"
-[splits]
-train = "train"
-test = "test"
-val_fraction = 0.3
-[masks]
-encoding = "binary255"
-{extra}''', encoding="utf-8")
-    return name, path
 
 
 @pytest.fixture
@@ -70,10 +55,10 @@ def duplicated(tmp_path: Path, pair_tools: tuple) -> Path:
 # --------------------------------------------------------------------------- leakage, [exclude]
 
 
-def test_cross_split_duplicate_is_refused_naming_both_files_then_excluded(
+def test_cross_split_duplicate_is_refused_naming_both_files_then_excluded(write_dataset,
         tmp_path: Path, duplicated: Path, capsys: pytest.CaptureFixture) -> None:
     include = tmp_path / "datasets"
-    name, toml = write_dataset(include, "dup", tmp_path / "nowhere")
+    name, toml = write_dataset(include, "dup", tmp_path / "nowhere", OPTIONS)
     out = tmp_path / "results"
     run = ["run", "--include", str(include), "--datasets", name, "--data-root",
            f"{name}={duplicated}", "--methods", TRAINED, "--out", str(out), "--n-boot", "20",
@@ -92,7 +77,7 @@ def test_cross_split_duplicate_is_refused_naming_both_files_then_excluded(
     # first one already, and data set names are global to it)
     fixed = tmp_path / "fixed"
     fixed_name, _ = write_dataset(fixed, "dup", tmp_path / "nowhere",
-                                  f'[exclude]\ntrain = ["{TRAIN_COPY}"]\n')
+                                  OPTIONS + f'[exclude]\ntrain = ["{TRAIN_COPY}"]\n')
     run = [fixed_name if a == name else str(fixed) if a == str(include)
            else f"{fixed_name}={duplicated}" if a.startswith(f"{name}=") else a for a in run]
     assert main(run) == 0
@@ -103,7 +88,8 @@ def test_cross_split_duplicate_is_refused_naming_both_files_then_excluded(
     assert all(r["config"]["data"]["derived"]["excluded"] == excluded for r in records)
 
 
-def test_leak_into_carved_val_is_excluded_from_train(tmp_path: Path, duplicated: Path,
+def test_leak_into_carved_val_is_excluded_from_train(write_dataset, tmp_path: Path,
+                                                     duplicated: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     """A copy that lands in the carved val split leaks into calibration even for a method
     that does not train; the remedy still names ``train``, where val comes from."""
@@ -113,7 +99,7 @@ def test_leak_into_carved_val_is_excluded_from_train(tmp_path: Path, duplicated:
                     duplicated / "train" / sub / f"{copy}.{ext}")
     include = tmp_path / "datasets"
     name, _ = write_dataset(include, "dup", duplicated,
-                            f'[exclude]\ntrain = ["{TRAIN_COPY}"]\n')
+                            OPTIONS + f'[exclude]\ntrain = ["{TRAIN_COPY}"]\n')
     assert main(["run", "--include", str(include), "--datasets", name, "--methods", "all_smoke",
                  "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
@@ -121,11 +107,12 @@ def test_leak_into_carved_val_is_excluded_from_train(tmp_path: Path, duplicated:
     assert f'[exclude] train = ["{TRAIN_COPY}", "{copy}"]' in err  # merged with the entry
 
 
-def test_exclusions_apply_before_the_val_carve_out_and_limit(tmp_path: Path,
+def test_exclusions_apply_before_the_val_carve_out_and_limit(write_dataset, tmp_path: Path,
                                                              duplicated: Path) -> None:
-    _, plain = write_dataset(tmp_path / "a", "plain", duplicated)
+    _, plain = write_dataset(tmp_path / "a", "plain", duplicated, OPTIONS)
     _, excl = write_dataset(tmp_path / "b", "excl", duplicated,
-                            '[exclude]\ntrain = ["train_02", "train_05"]\ntest = ["test_01"]\n')
+                            OPTIONS + '[exclude]\ntrain = ["train_02", "train_05"]\n'
+                            'test = ["test_01"]\n')
     before = load_splits(parse_dataset_file(plain), duplicated)
     after = load_splits(parse_dataset_file(excl), duplicated)
     for split in ("train", "val"):  # the others keep their side of the carve-out
@@ -147,23 +134,24 @@ def test_exclusions_apply_before_the_val_carve_out_and_limit(tmp_path: Path,
     ('train = "train_01"', "[exclude] train must be a list of frame ids"),
     ('missing = "skip"', "[exclude] missing must be \"error\" or \"ignore\""),
 ])
-def test_bad_exclusions_name_the_file(tmp_path: Path, duplicated: Path, extra: str,
+def test_bad_exclusions_name_the_file(write_dataset, tmp_path: Path, duplicated: Path, extra: str,
                                       message: str) -> None:
-    _, path = write_dataset(tmp_path, "bad", duplicated, f"[exclude]\n{extra}\n")
+    _, path = write_dataset(tmp_path, "bad", duplicated, OPTIONS + f"[exclude]\n{extra}\n")
     with pytest.raises(ConfigError) as err:
         load_splits(parse_dataset_file(path), duplicated)
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
 
 
-def test_missing_ignore_records_absent_ids(tmp_path: Path, duplicated: Path) -> None:
+def test_missing_ignore_records_absent_ids(write_dataset, tmp_path: Path, duplicated: Path) -> None:
     _, path = write_dataset(tmp_path, "subset", duplicated,
-                            '[exclude]\ntrain = ["train_01", "gone"]\nmissing = "ignore"\n')
+                            OPTIONS + '[exclude]\ntrain = ["train_01", "gone"]\n'
+                            'missing = "ignore"\n')
     data = load_splits(parse_dataset_file(path), duplicated, splits=["train", "val"])
     assert data.derived["excluded"] == {"train": {"ids": ["train_01"], "count": 1,
                                                   "absent": ["gone"]}}
 
 
-def test_in_memory_frames_are_named_by_id(tmp_path: Path, duplicated: Path) -> None:
+def test_in_memory_frames_are_named_by_id(write_dataset, tmp_path: Path, duplicated: Path) -> None:
     from bench.data.frames import Frame, SampleList, SampleRef
     from bench.data.leakage import find_leaks, leakage_message
 
@@ -177,7 +165,7 @@ def test_in_memory_frames_are_named_by_id(tmp_path: Path, duplicated: Path) -> N
     assert [(x.seen.id, x.scored.id, x.why) for x in leaks] == [
         ("a", "b", "same image content"), ("b", "b", "same frame id"),
         ("a", "c", "same image content")]
-    _, path = write_dataset(tmp_path, "mem", duplicated)
+    _, path = write_dataset(tmp_path, "mem", duplicated, OPTIONS)
     message = leakage_message(leaks, scored_split="test", scored_name="mem", seen_split="val",
                               seen_config=parse_dataset_file(path), scored_root=None,
                               seen_root=None)
@@ -215,9 +203,9 @@ def age(root: Path, when: float = PAST) -> None:
             os.utime(path, (when, when))
 
 
-def test_index_avoids_rehashing_and_follows_content(tmp_path: Path, duplicated: Path,
+def test_index_avoids_rehashing_and_follows_content(write_dataset, tmp_path: Path, duplicated: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    _, path = write_dataset(tmp_path / "ds", "idx", duplicated)
+    _, path = write_dataset(tmp_path / "ds", "idx", duplicated, OPTIONS)
     config = parse_dataset_file(path)
     age(duplicated)
     run = tmp_path / "run"
@@ -249,9 +237,9 @@ def test_index_avoids_rehashing_and_follows_content(tmp_path: Path, duplicated: 
     assert changed.fingerprints["train"] == first.fingerprints["train"]
 
 
-def test_default_index_is_in_memory(tmp_path: Path, duplicated: Path,
+def test_default_index_is_in_memory(write_dataset, tmp_path: Path, duplicated: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    _, path = write_dataset(tmp_path / "ds", "mem", duplicated)
+    _, path = write_dataset(tmp_path / "ds", "mem", duplicated, OPTIONS)
     config = parse_dataset_file(path)
     age(duplicated)
     calls = count_hashes(monkeypatch)
@@ -298,11 +286,11 @@ def cache_state(out: Path) -> dict[str, int]:
             if p.is_file() and p.name != "file-index.json"}
 
 
-def test_moved_data_set_keeps_its_cache(tmp_path: Path, duplicated: Path) -> None:
+def test_moved_data_set_keeps_its_cache(write_dataset, tmp_path: Path, duplicated: Path) -> None:
     for sub, ext in (("img", "jpg"), ("gt", "png")):  # no leak: all_smoke calibrates on val
         (duplicated / "train" / sub / f"{TRAIN_COPY}.{ext}").unlink()
     include = tmp_path / "datasets"
-    name, _ = write_dataset(include, "moved", tmp_path / "nowhere")
+    name, _ = write_dataset(include, "moved", tmp_path / "nowhere", OPTIONS)
     out = tmp_path / "results"
 
     def run(root: Path) -> dict[str, dict]:

@@ -102,28 +102,13 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def write_dataset(folder: Path, stem: str, root: Path, extra: str = "") -> str:
-    """A folder_pairs data set file ``folder/<stem>.toml`` over ``root``; returns its name,
-    unique per folder (data set names are global to the process)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"{stem}{abs(hash(str(folder))) % 10**6}"
-    (folder / f"{stem}.toml").write_text(f'''
-name = "{name}"
-description = "tiny test set"
-loader = "folder_pairs"
-root = "{root}"
-[splits]
-train = "train"
-test = "test"
-{extra}''')
-    return name
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, smoke5k_root: Path, plugin_dir: Path,
+def workspace(write_dataset, tmp_path: Path, smoke5k_root: Path, plugin_dir: Path,
               monkeypatch: pytest.MonkeyPatch) -> dict:
     plugins = tmp_path / "datasets"
-    name = write_dataset(plugins, "tiny", smoke5k_root, "val_fraction = 0.3\n")
+    name, _ = write_dataset(plugins, "tiny", smoke5k_root, "val_fraction = 0.3\n")
     log = tmp_path / "calls.log"
     monkeypatch.setenv("BENCH_TEST_LOG", str(log))
     out = tmp_path / "results"
@@ -244,7 +229,8 @@ def test_resume_after_sigkill(workspace: dict, tmp_path: Path) -> None:
         json.loads(path.read_text())
 
 
-def test_out_of_distribution_cells(workspace: dict, tmp_path: Path, pair_tools: tuple,
+def test_out_of_distribution_cells(write_dataset, workspace: dict, tmp_path: Path,
+                                   pair_tools: tuple,
                                    capsys: pytest.CaptureFixture) -> None:
     import numpy as np
 
@@ -256,7 +242,7 @@ def test_out_of_distribution_cells(workspace: dict, tmp_path: Path, pair_tools: 
         for i in range(n):
             write_pair(other_root, split, f"o{split}{i}", *smoke_frame(rng, 40, 40, i % 2 == 0))
     extra = tmp_path / "other_ds"
-    other = write_dataset(extra, "other", other_root)
+    other, _ = write_dataset(extra, "other", other_root)
     base = [*workspace["base"], "--include", str(extra)]
     home = workspace["name"]
     assert main([*base, "--methods", "trained_cam"]) == 0

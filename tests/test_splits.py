@@ -75,27 +75,14 @@ def test_hash_unit_is_stable() -> None:
     assert hash_unit("frame_0001", "val") == int(digest[:12], 16) / 2**48
 
 
-def write_dataset_file(folder: Path, root: Path, extra: str = "") -> Path:
-    path = folder / "tiny.toml"
-    path.write_text(f'''
-name = "tiny_{abs(hash(str(folder))) % 10**6}"
-description = "tiny test set"
-loader = "folder_pairs"
-root = "{root}"
-[splits]
-train = "train"
-test = "test"
-val_fraction = 0.25
-[masks]
-encoding = "binary255"
-{extra}
-''')
-    return path
+#: [splits] options and tables every data set file of this module sets
+OPTIONS = 'val_fraction = 0.25\n[masks]\nencoding = "binary255"\n'
 
 
-def test_val_is_carved_from_train_by_frame(tmp_path: Path, smoke5k_root: Path) -> None:
-    config = parse_dataset_file(write_dataset_file(tmp_path, smoke5k_root,
-                                                   "[tiles]\nsize = 32\n"))
+def test_val_is_carved_from_train_by_frame(write_dataset, tmp_path: Path,
+                                           smoke5k_root: Path) -> None:
+    _, path = write_dataset(tmp_path, "tiny", smoke5k_root, OPTIONS + "[tiles]\nsize = 32\n")
+    config = parse_dataset_file(path)
     data = load_splits(config, smoke5k_root)
     train, val, test = data["train"], data["val"], data["test"]
     assert len(test.source_ids) == 4
@@ -111,8 +98,9 @@ def test_val_is_carved_from_train_by_frame(tmp_path: Path, smoke5k_root: Path) -
     assert again.fingerprints == data.fingerprints
 
 
-def test_limit_keeps_a_deterministic_subset(tmp_path: Path, smoke5k_root: Path) -> None:
-    config = parse_dataset_file(write_dataset_file(tmp_path, smoke5k_root))
+def test_limit_keeps_a_deterministic_subset(write_dataset, tmp_path: Path,
+                                            smoke5k_root: Path) -> None:
+    config = parse_dataset_file(write_dataset(tmp_path, "tiny", smoke5k_root, OPTIONS)[1])
     a = load_splits(config, smoke5k_root, limit=2, splits=["test"])
     b = load_splits(config, smoke5k_root, limit=2, splits=["test"])
     assert a["test"].ids == b["test"].ids and len(a["test"]) == 2

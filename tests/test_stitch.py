@@ -147,30 +147,18 @@ def _write_mixed(root: Path, write_pair, rng: np.random.Generator) -> None:
             write_pair(root, split, f"{split}{i}", image, mask)
 
 
-def _dataset(folder: Path, stem: str, root: Path, tiles: str) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"{stem}{abs(hash(str(folder))) % 10**6}"
-    (folder / f"{stem}.toml").write_text(f'''
-name = "{name}"
-loader = "folder_pairs"
-root = "{root}"
-[splits]
-train = "train"
-test = "test"
-[tiles]
-{tiles}
-''')
-    return name
+def _dataset(write_dataset, folder: Path, stem: str, root: Path, tiles: str) -> str:
+    return write_dataset(folder, stem, root, f"[tiles]\n{tiles}")[0]
 
 
-def test_all_smoke_precision_is_the_smoke_share_of_the_mask_files(tmp_path: Path,
+def test_all_smoke_precision_is_the_smoke_share_of_the_mask_files(write_dataset, tmp_path: Path,
                                                                    pair_tools: tuple) -> None:
     from PIL import Image
 
     _, write_pair = pair_tools
     root = tmp_path / "data"
     _write_mixed(root, write_pair, np.random.default_rng(0))
-    name = _dataset(tmp_path / "ds", "mixed", root, "size = 32")
+    name = _dataset(write_dataset, tmp_path / "ds", "mixed", root, "size = 32")
     out = tmp_path / "results"
     assert main(["run", "--include", str(tmp_path / "ds"), "--methods", "all_smoke",
                  "--datasets", name, "--out", str(out), "--n-boot", "50"]) == 0
@@ -184,7 +172,8 @@ def test_all_smoke_precision_is_the_smoke_share_of_the_mask_files(tmp_path: Path
     assert re.search(r"\| dataset\s+\| frames\s+\|", board)
 
     # the same data scored per tile (an explicit option, marked in the record) counts overlaps
-    name = _dataset(tmp_path / "ds2", "mixedtiles", root, 'size = 32\nscore = "tile"')
+    name = _dataset(write_dataset, tmp_path / "ds2", "mixedtiles", root,
+                    'size = 32\nscore = "tile"')
     out2 = tmp_path / "results2"
     assert main(["run", "--include", str(tmp_path / "ds2"), "--methods", "all_smoke",
                  "--datasets", name, "--out", str(out2), "--n-boot", "50"]) == 0
@@ -193,16 +182,17 @@ def test_all_smoke_precision_is_the_smoke_share_of_the_mask_files(tmp_path: Path
     assert rec2["metrics"]["precision"] != pytest.approx(share, abs=1e-6)
 
 
-def test_a_bad_tiles_option_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_bad_tiles_option_is_one_line(write_dataset, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture) -> None:
     root = tmp_path / "data"
     (root / "test").mkdir(parents=True)
-    _dataset(tmp_path / "ds", "badtiles", root, 'size = 32\nscore = "crops"')
+    _dataset(write_dataset, tmp_path / "ds", "badtiles", root, 'size = 32\nscore = "crops"')
     assert main(["list", "--include", str(tmp_path / "ds")]) == 2
     err = capsys.readouterr().err
     assert 'badtiles.toml: [tiles] score must be "frame" or "tile"' in err
 
 
-def test_frames_made_of_identical_tiles_score_like_the_tiles_alone(tmp_path: Path,
+def test_frames_made_of_identical_tiles_score_like_the_tiles_alone(write_dataset, tmp_path: Path,
                                                                    pair_tools: tuple) -> None:
     smoke_frame, write_pair = pair_tools
     rng = np.random.default_rng(5)
@@ -213,8 +203,8 @@ def test_frames_made_of_identical_tiles_score_like_the_tiles_alone(tmp_path: Pat
             write_pair(single, split, f"{split}{i}", image, mask)
             write_pair(double, split, f"{split}{i}", np.concatenate([image, image], axis=1),
                        np.concatenate([mask, mask], axis=1))
-    a = _dataset(tmp_path / "dsa", "single", single, "size = 32")
-    b = _dataset(tmp_path / "dsb", "double", double, "size = 32")
+    a = _dataset(write_dataset, tmp_path / "dsa", "single", single, "size = 32")
+    b = _dataset(write_dataset, tmp_path / "dsb", "double", double, "size = 32")
     out = tmp_path / "results"
     assert main(["run", "--include", str(tmp_path / "dsa"), "--include", str(tmp_path / "dsb"),
                  "--methods", "all_smoke", "--datasets", f"{a},{b}", "--out", str(out),
