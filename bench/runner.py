@@ -128,6 +128,8 @@ class CellRunner:
         self.configs = [c.as_dict() for c in stage_configs(self.spec, self.opts.profile)]
         self.cache_root = self.opts.out / "cache"
         self.data: SplitData | None = None
+        #: exclusions of the scored data set of an out-of-distribution cell (its records)
+        self.scored_excluded: dict[str, Any] = {}
         self.trains = any(_plugin_class(st.name).trainable for st in self.spec.stages)
 
     # ----------------------------------------------------------------- data
@@ -156,6 +158,9 @@ class CellRunner:
                              splits=[self.cell.split], index=self.opts.out)
         data.splits[self.eval_key] = scored[self.cell.split]
         data.fingerprints[self.eval_key] = scored.fingerprints[self.cell.split]
+        # the scored set's own exclusions, recorded apart: data.derived is part of the trained
+        # stages' keys, which out-of-distribution cells share with the in-domain ones
+        self.scored_excluded = scored.derived.get("excluded", {})
         return data
 
     def check_leakage(self, data: SplitData, trains: bool) -> None:
@@ -474,7 +479,9 @@ class CellRunner:
             "config": {"stages": self.configs[: i + 1], "cache_key": state.key,
                        "data": {"fingerprints": data.fingerprints, "derived": data.derived,
                                 "dataset_file": str(self.dataset.path),
-                                "limit": self.opts.limit},
+                                "limit": self.opts.limit,
+                                **({"scored_excluded": self.scored_excluded} if self.ood
+                                   else {})},
                        "options": {k: str(v) if isinstance(v, Path) else v
                                    for k, v in asdict(self.opts).items()}},
             "provenance": provenance(),

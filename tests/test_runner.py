@@ -238,11 +238,11 @@ def test_out_of_distribution_cells(write_dataset, workspace: dict, tmp_path: Pat
 
     rng = np.random.default_rng(42)
     other_root = tmp_path / "other"
-    for split, n in (("train", 4), ("test", 3)):
+    for split, n in (("train", 4), ("test", 4)):
         for i in range(n):
             write_pair(other_root, split, f"o{split}{i}", *smoke_frame(rng, 40, 40, i % 2 == 0))
     extra = tmp_path / "other_ds"
-    other, _ = write_dataset(extra, "other", other_root)
+    other, _ = write_dataset(extra, "other", other_root, '[exclude]\ntest = ["otest3"]\n')
     base = [*workspace["base"], "--include", str(extra)]
     home = workspace["name"]
     assert main([*base, "--methods", "trained_cam"]) == 0
@@ -255,6 +255,9 @@ def test_out_of_distribution_cells(write_dataset, workspace: dict, tmp_path: Pat
     assert set(recs) == {(home, home), (other, home)}
     assert recs[(other, home)]["threshold"]["chosen_on"] == "val"
     assert recs[(other, home)]["n_images"] == 3
+    # the scored set's exclusions are recorded, apart from the training data's
+    data = recs[(other, home)]["config"]["data"]
+    assert data["scored_excluded"] == {"test": {"ids": ["otest3"], "count": 1}}
     capsys.readouterr()
     assert main(["table", "--out", str(workspace["out"]), "--ood"]) == 0
     table = capsys.readouterr().out
