@@ -59,6 +59,9 @@ _EXPORTS = {
     "resolve_weights": "bench.weights",
     "PACKAGED_ENCODERS": "bench.weights",
     "packaged_state_dict": "bench.weights",
+    "weights_origin": "bench.weights",
+    "pipeline_weights": "bench.weights",
+    "join_origins": "bench.weights",
     # torch building blocks (bench.nn)
     "ClassifierCam": "bench.nn.classifier_cam",
     "TrainSettings": "bench.nn.train",

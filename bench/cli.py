@@ -156,6 +156,11 @@ def build_parser(include: Sequence[str] = ()) -> argparse.ArgumentParser:
     p_table.add_argument("--datasets", default=None, help="only these data sets (comma list)")
     p_table.add_argument("--methods", default=None,
                          help="only these methods (comma list; fnmatch wildcards)")
+    p_table.add_argument("--weights", choices=("pretrained", "random"), default=None,
+                         help="pretrained: leave out rows whose learned stages start from "
+                              "random initialisation (marked † in Markdown leaderboards); "
+                              "random: only those rows (records written before records named "
+                              "their weights are left out by both)")
     p_table.add_argument("--output", type=Path, default=None,
                          help="write the table to this file instead of standard output")
 
@@ -270,12 +275,13 @@ def cmd_table(args: argparse.Namespace) -> int:
     from bench.records import load_records
     from bench.table import (
         ablation,
+        filter_weights,
         frame,
         image_leaderboard,
         leaderboard,
         ood_table,
         pivot,
-        render,
+        render_marked,
     )
 
     df = frame(load_records(args.out))
@@ -290,6 +296,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     if args.methods:
         pats = args.methods.split(",")
         df = df[[any(fnmatch.fnmatch(m, p) for p in pats) for m in df["pipeline"]]]
+    if args.weights:
+        df = filter_weights(df, args.weights)
     if args.ablation:
         from bench.plugins import METHODS
 
@@ -307,11 +315,12 @@ def cmd_table(args: argparse.Namespace) -> int:
         table = ood_table(df, metric=args.metric)
     elif args.pivot:
         table = pivot(df, args.pivot, metric=args.metric)
-    elif (df["level"] == "image").all():
-        table = image_leaderboard(df)
+    elif not df.empty and (df["level"] == "image").all():
+        table = image_leaderboard(df, mark=args.format == "md")
     else:
-        table = leaderboard(df[df["level"] == "pixel"], reference=args.reference)
-    text = render(table, args.format)
+        table = leaderboard(df[df["level"] == "pixel"] if not df.empty else df,
+                            reference=args.reference, mark=args.format == "md")
+    text = render_marked(table, args.format)
     if args.output:
         with atomic_path(args.output) as tmp:
             tmp.write_text(text, encoding="utf-8")

@@ -13,7 +13,10 @@ from bench.runner import Cell, run_cell
 
 
 def run_cells(cells: Sequence[Cell]) -> list[list[dict[str, Any]]]:
-    """Run cells in order in this process; the first bad input stops the run (exit 2)."""
+    """Run cells in order in this process; the first bad input stops the run (exit 2).
+
+    Each cell's summary line counts the sanity warnings of its records (`bench.sanity`).
+    """
     import sys
     import time
 
@@ -24,8 +27,10 @@ def run_cells(cells: Sequence[Cell]) -> list[list[dict[str, Any]]]:
               file=sys.stderr, flush=True)
         records = run_cell(cell)
         final = records[-1]["metrics"]
+        warned = sum(len(rec.get("warnings", ())) for rec in records)
+        note = f"; {warned} warning{'s' if warned > 1 else ''}" if warned else ""
         print(f"[{n}/{len(cells)}] {cell.method}: mIoU {100 * final['mIoU']:.2f}, smoke IoU "
-              f"{100 * final['IoU_smoke']:.2f} ({time.perf_counter() - start:.1f} s)",
+              f"{100 * final['IoU_smoke']:.2f} ({time.perf_counter() - start:.1f} s{note})",
               file=sys.stderr, flush=True)
         results.append(records)
     return results

@@ -9,7 +9,9 @@ killed at any moment resumes cleanly.
 
 from __future__ import annotations
 
+import math
 import random
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +32,13 @@ from bench.pipeline import build_stage, stage_configs
 from bench.plugins import builtin_dir, discover, include_dirs
 from bench.provenance import provenance
 from bench.records import write_record
+from bench.sanity import (
+    all_smoke_iou,
+    below_all_smoke,
+    collapsed,
+    label_smoke_share,
+    predicted_smoke_share,
+)
 from bench.spec import PipelineSpec, parse_pipeline
 from bench.stages import (
     CamSource,
@@ -40,6 +49,7 @@ from bench.stages import (
     Segmenter,
     check_map,
 )
+from bench.weights import pipeline_weights
 
 
 @dataclass
@@ -72,8 +82,6 @@ class Cell:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and (if imported) torch."""
-    import sys
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     if "torch" in sys.modules:
@@ -131,6 +139,8 @@ class CellRunner:
         #: exclusions of the scored data set of an out-of-distribution cell (its records)
         self.scored_excluded: dict[str, Any] = {}
         self.trains = any(_plugin_class(st.name).trainable for st in self.spec.stages)
+        #: each stage's initial weights (`bench.weights.ORIGINS`; None: nothing learned)
+        self.weights = pipeline_weights(self.spec, self.opts.profile)
 
     # ----------------------------------------------------------------- data
     def load_data(self) -> SplitData:
@@ -293,15 +303,21 @@ class CellRunner:
             with self.blame(i, "training"):
                 plugin.fit(train, maps)
         elif isinstance(plugin, Segmenter):
-            if plugin.needs_pseudo_labels:
-                labels = self.pseudo_labels(states, i - 1, data)
-            else:
-                if not train.has_masks:
-                    raise ConfigError(f"'{self.spec.text}' trains on ground-truth masks but "
-                                      f"split 'train' of '{self.dataset.name}' has none")
-                labels = [ref.frame.mask[_box_slices(ref.box)] for ref in train.refs]
+            labels = self.training_labels(states, i, data)
             with self.blame(i, "training"):
                 plugin.fit(train, labels, data[calib] if calib != "train" else [])
+
+    def training_labels(self, states: list[StageState], i: int,
+                        data: SplitData) -> list[np.ndarray]:
+        """What segmenter stage ``i`` trains on: the pseudo labels of the stage before it, or
+        the training split's masks for a segmenter without ``needs_pseudo_labels``."""
+        if getattr(_plugin_class(self.spec.stages[i].name), "needs_pseudo_labels", True):
+            return self.pseudo_labels(states, i - 1, data)
+        train = data["train"]
+        if not train.has_masks:
+            raise ConfigError(f"'{self.spec.text}' trains on ground-truth masks but "
+                              f"split 'train' of '{self.dataset.name}' has none")
+        return [ref.frame.mask[_box_slices(ref.box)] for ref in train.refs]
 
     def pseudo_labels(self, states: list[StageState], i: int,
                       data: SplitData) -> list[np.ndarray]:
@@ -452,8 +468,42 @@ class CellRunner:
         return DATASETS.get(self.train_name).score_per_tile if self.ood else \
             self.dataset.score_per_tile
 
+    def sanity_warnings(self, states: list[StageState], i: int, score: StageScore,
+                        data: SplitData) -> list[str]:
+        """The `bench.sanity` checks of stage ``i``'s score, as warning lines: a smoke IoU
+        below ``all_smoke``'s (pixel level only), and a segmenter that predicts under 10% of
+        the smoke share of its training labels. Baselines (``baseline = True``) are exempt."""
+        cls = _plugin_class(self.spec.stages[i].name)
+        if cls.baseline:
+            return []
+        where = f"'{states[i].spec_text}' on {self.dataset.name}/{self.cell.split}"
+        pixel = data[self.eval_key].has_masks
+        found = []
+        if pixel:
+            found.append(below_all_smoke(where, score.metrics.get("IoU_smoke", math.nan),
+                                         all_smoke_iou(score.per_image_areas)))
+        if issubclass(cls, Segmenter):
+            fractions = score.extra.get("fractions")
+            predicted = predicted_smoke_share(score.per_image_areas) if pixel else \
+                float(np.mean(fractions)) if fractions is not None and len(fractions) else \
+                math.nan
+            trained = label_smoke_share(self.training_labels(states, i, data))
+            found.append(collapsed(where, predicted, trained, "pseudo labels"
+                                   if cls.needs_pseudo_labels else "masks"))
+        return [w for w in found if w]
+
+    def stage_weights(self, i: int) -> dict[str, str]:
+        """Initial weights of the learned stages up to ``i``, by plugin name (a repeated name
+        gets its stage number)."""
+        out: dict[str, str] = {}
+        for n, (stage, value) in enumerate(zip(self.spec.stages[:i + 1], self.weights[:i + 1],
+                                               strict=True)):
+            if value is not None:
+                out[stage.name if stage.name not in out else f"{stage.name} ({n + 1})"] = value
+        return out
+
     def record(self, states: list[StageState], i: int, score: StageScore,
-               data: SplitData) -> dict[str, Any]:
+               data: SplitData, warnings: Sequence[str] = ()) -> dict[str, Any]:
         state = states[i]
         rec = {
             "method": state.spec_text,
@@ -476,6 +526,8 @@ class CellRunner:
             "threshold": score.threshold_info,
             "distractors": score.distractors,
             "timings": state.timings,
+            "weights": self.stage_weights(i),
+            "warnings": list(warnings),
             "config": {"stages": self.configs[: i + 1], "cache_key": state.key,
                        "data": {"fingerprints": data.fingerprints, "derived": data.derived,
                                 "dataset_file": str(self.dataset.path),
@@ -491,8 +543,6 @@ class CellRunner:
 
     def device_used(self) -> str:
         """The resolved device, or "none" when no stage of this cell touched torch."""
-        import sys
-
         return resolve_device(self.opts.device) if "torch" in sys.modules else "none"
 
     # ----------------------------------------------------------------- main
@@ -508,7 +558,10 @@ class CellRunner:
         records = []
         for i in range(len(states)):
             score = self.evaluate(states, i, data)
-            records.append(self.record(states, i, score, data))
+            warnings = self.sanity_warnings(states, i, score, data)
+            for line in warnings:
+                print(f"bench: warning: {line}", file=sys.stderr, flush=True)
+            records.append(self.record(states, i, score, data, warnings))
         return records
 
 

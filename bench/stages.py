@@ -82,6 +82,9 @@ class Plugin:
     #: trained: variants differing only in these share one trained state in the runner's cache,
     #: and a resumed training accepts a checkpoint written under other values of them
     inference_params: ClassVar[tuple[str, ...]] = ()
+    #: a trivial reference level (``random``, ``all_smoke``, ``all_background``), not a result:
+    #: the runner's sanity checks (`bench.sanity`) skip it
+    baseline: ClassVar[bool] = False
 
     @dataclass
     class Params:
@@ -90,6 +93,15 @@ class Plugin:
     def __init__(self, params: Any | None = None, ctx: RunContext | None = None) -> None:
         self.params = params if params is not None else self.Params()
         self.ctx = ctx if ctx is not None else RunContext()
+
+    @classmethod
+    def initial_weights(cls, params: Any, profile: str) -> str | None:
+        """Where this plugin's learned weights start under ``params`` (its resolved ``Params``)
+        and ``profile``: ``packaged``, ``hub``, ``file`` or ``random`` (`bench.weights.ORIGINS`,
+        usually through `bench.weights.weights_origin`), several joined by ``+`` for a plugin
+        of several networks; None (the default) for a plugin without learned weights. Records
+        and leaderboards report it; `bench.weights.pipeline_weights` asks every stage."""
+        return None
 
     def config(self) -> dict[str, Any]:
         """The plugin's name and parameters, as recorded and hashed for caching."""

@@ -14,15 +14,28 @@ import pandas as pd
 
 from bench.errors import ConfigError
 from bench.registry import natural_key
+from bench.weights import is_random, join_origins
 
 METRIC_COLUMNS = ("mIoU", "IoU_smoke", "precision", "recall", "F1", "accuracy")
 PERCENT = {"mIoU", "IoU_smoke", "IoU_background", "precision", "recall", "F1", "accuracy",
            "Dice"}
 FORMATS = ("md", "latex", "csv")
+#: what ``bench table --weights`` keeps: rows without a randomly initialised learned stage, or
+#: only those
+WEIGHTS_FILTERS = ("pretrained", "random")
+#: the Markdown leaderboard's mark on rows whose learned stages start from random weights
+RANDOM_MARK = "†"
+RANDOM_LEGEND = (f"{RANDOM_MARK} random initialisation: not a result for this backbone "
+                 "(weights=hub or weights=PATH give one)")
+#: a record written before records named their initial weights
+UNKNOWN_WEIGHTS = "?"
 
 COLUMN_DOCS = {
     "method": "pipeline spec (plugins joined by +)",
     "dataset": "data set the method was scored on",
+    "weights": "initial weights of the learned stages: packaged (shipped in a pip package), hub "
+               "(timm / Hugging Face download), file (weights=PATH), random (random "
+               f"initialisation, marked {RANDOM_MARK}); '-': nothing learned",
     "frames": "scored frames (tiles stitched back, each pixel counted once; [tiles] score = "
               "\"tile\" data sets count tiles)",
     "n": "image level: scored images with an image label",
@@ -56,6 +69,7 @@ def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
             "f1_lo": rec.get("ci", {}).get("F1", [None, None])[0],
             "f1_hi": rec.get("ci", {}).get("F1", [None, None])[1],
             "stages": (rec.get("config") or {}).get("stages", []),
+            "weights": record_weights(rec),
         }
         row.update({k: v for k, v in rec.get("metrics", {}).items()})
         row.update({k: v for k, v in (rec.get("distractors") or {}).items()})
@@ -67,6 +81,41 @@ def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     df = df.sort_values("date").drop_duplicates(
         ["method", "dataset", "train_dataset", "split", "profile", "seed"], keep="last")
     return df.reset_index(drop=True)
+
+
+def record_weights(rec: dict[str, Any]) -> str:
+    """A record's initial weights in one word: its learned stages' origins joined by ``+``
+    (``packaged``, ``random+packaged``), ``-`` when nothing learned, `UNKNOWN_WEIGHTS` for a
+    record written before records said."""
+    if not isinstance(rec.get("weights"), dict):
+        return UNKNOWN_WEIGHTS
+    return join_origins(rec["weights"].values()) or "-"
+
+
+def filter_weights(df: pd.DataFrame, which: str) -> pd.DataFrame:
+    """Rows by initial weights: ``pretrained`` drops rows with a randomly initialised learned
+    stage, ``random`` keeps only those; rows recorded without weights are dropped by both."""
+    if which not in WEIGHTS_FILTERS:
+        raise ConfigError(f"--weights must be one of {', '.join(WEIGHTS_FILTERS)}, not '{which}'")
+    if df.empty:
+        return df
+    known = df["weights"] != UNKNOWN_WEIGHTS
+    random = df["weights"].map(is_random)
+    return df[known & (random if which == "random" else ~random)]
+
+
+def mark_random(methods: pd.Series, weights: pd.Series) -> pd.Series:
+    """Method names with `RANDOM_MARK` where their learned stages start from random weights."""
+    return pd.Series([f"{m} {RANDOM_MARK}" if is_random(w) else m
+                      for m, w in zip(methods, weights, strict=True)], index=methods.index)
+
+
+def random_legend(table: pd.DataFrame) -> str:
+    """The legend line for a table that marks rows with `RANDOM_MARK` ("" when none is)."""
+    if table.empty or "method" not in table:
+        return ""
+    marked = table["method"].astype(str).str.endswith(f" {RANDOM_MARK}").any()
+    return RANDOM_LEGEND if marked else ""
 
 
 def natural_rank(values: pd.Series) -> pd.Series:
@@ -116,20 +165,30 @@ def in_domain(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["train_dataset"] == df["dataset"]] if not df.empty else df
 
 
+def _weights_of(final: pd.DataFrame) -> pd.Series:
+    if "weights" in final:
+        return final["weights"]
+    return pd.Series([UNKNOWN_WEIGHTS] * len(final), index=final.index)
+
+
 def leaderboard(df: pd.DataFrame, metrics: Sequence[str] = METRIC_COLUMNS,
-                reference: str | None = None) -> pd.DataFrame:
+                reference: str | None = None, mark: bool = False) -> pd.DataFrame:
     """Final-stage in-domain rows, best mIoU first, formatted for display.
 
     ``reference`` (e.g. ``supervised``) adds a column with each method's mIoU gap to it on the
-    same data set: the thesis's weakly-supervised-vs-supervised comparison.
+    same data set: the thesis's weakly-supervised-vs-supervised comparison. ``mark`` appends
+    `RANDOM_MARK` to methods whose learned stages start from random weights (Markdown; the
+    legend line is `random_legend`).
     """
     df = in_domain(df)
     if df.empty:
         return df
     final = df[df["method"] == df["pipeline"]].copy()
     final = _by_name_then(final, "dataset", "mIoU")
-    out = pd.DataFrame({"method": final["method"], "dataset": final["dataset"],
-                        "frames": final["n"]})
+    weights = _weights_of(final)
+    out = pd.DataFrame({"method": mark_random(final["method"], weights) if mark
+                        else final["method"], "dataset": final["dataset"],
+                        "weights": weights, "frames": final["n"]})
     for m in metrics:
         if m in final:
             out[m] = final[m].map(_pct)
@@ -173,11 +232,14 @@ def ood_table(df: pd.DataFrame, metric: str = "mIoU") -> pd.DataFrame:
 IMAGE_LEVEL_COLUMNS = ("precision", "recall", "F1", "accuracy", "fp_pixel_rate_neg")
 
 
-def image_leaderboard(df: pd.DataFrame) -> pd.DataFrame:
-    """Final-stage rows scored at image level (no masks), best F1 first."""
+def image_leaderboard(df: pd.DataFrame, mark: bool = False) -> pd.DataFrame:
+    """Final-stage rows scored at image level (no masks), best F1 first (``mark``: as in
+    `leaderboard`)."""
     final = _by_name_then(df[df["method"] == df["pipeline"]], "dataset", "F1")
-    out = pd.DataFrame({"method": final["method"], "dataset": final["dataset"],
-                        "n": final["n"]})
+    weights = _weights_of(final)
+    out = pd.DataFrame({"method": mark_random(final["method"], weights) if mark
+                        else final["method"], "dataset": final["dataset"],
+                        "weights": weights, "n": final["n"]})
     for m in IMAGE_LEVEL_COLUMNS:
         if m in final:
             out[m] = final[m].map(_pct)
@@ -315,6 +377,14 @@ def render(table: pd.DataFrame, fmt: str) -> str:
                     disable_numparse=True) + "\n"
 
 
+def render_marked(table: pd.DataFrame, fmt: str) -> str:
+    """`render`, then the legend of `RANDOM_MARK` under the table when a row carries it (after
+    a blank line, so Markdown does not read it as a row)."""
+    text = render(table, fmt)
+    legend = random_legend(table)
+    return f"{text}\n{legend}\n" if legend else text
+
+
 def leaderboard_markdown(df: pd.DataFrame) -> str:
     """The ``results/leaderboard.md`` document: one section per split, profile and seed."""
     lines = ["# Leaderboard", "",
@@ -326,11 +396,13 @@ def leaderboard_markdown(df: pd.DataFrame) -> str:
     for (profile, seed, split, level), sub in in_domain(df).groupby(
             ["profile", "seed", "split", "level"]):
         if level == "image":
+            table = image_leaderboard(sub, mark=True)
             lines += [f"## split `{split}`, profile `{profile}`, seed {seed}: image level "
-                      "(no masks)", "", render(image_leaderboard(sub), "md")]
+                      "(no masks)", "", render_marked(table, "md")]
             continue
+        table = leaderboard(sub, mark=True)
         lines += [f"## split `{split}`, profile `{profile}`, seed {seed}", ""]
-        lines.append(render(leaderboard(sub), "md"))
+        lines.append(render_marked(table, "md"))
     if not ood.empty:
         for (profile, seed, split), sub in df[df["train_dataset"].isin(
                 set(ood["train_dataset"]))].groupby(["profile", "seed", "split"]):

@@ -14,6 +14,10 @@ from (recorded with its configuration):
 
 Every problem with weights is a `WeightsError` (a `ConfigError`: one line naming the file or
 backbone and what is wrong). Importing this module does not import torch.
+
+Records say how each learned stage was initialised (`ORIGINS`): `weights_origin` reads a
+``weights`` parameter, a plugin's ``initial_weights`` hook applies it to its own parameters,
+and `pipeline_weights` collects the hooks' answers for every stage of a pipeline.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +35,8 @@ from bench.errors import ConfigError
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from bench.spec import PipelineSpec
 
 #: timm backbones the packaged EfficientNet-Lite0 weights fit (``tf_`` = TF "same" padding, BN
 #: eps 1e-3, as the weights were trained; plain ``efficientnet_lite0`` loads them too, less
@@ -106,6 +113,73 @@ def resolve_weights(weights: str, pretrained: bool, backbone: str) -> WeightsSpe
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     return WeightsSpec("file", str(path.resolve()))
+
+
+# --------------------------------------------------------------------------- origins (records)
+#: How a learned stage's weights start, as records and leaderboards say it: weights shipped in a
+#: pip package, downloaded from a hub (timm / Hugging Face), read from a local file
+#: (``weights=PATH``), or random initialisation
+ORIGINS = ("packaged", "hub", "file", "random")
+
+
+def weights_origin(weights: str, pretrained: bool = False, auto: str = "hub") -> str:
+    """The `ORIGINS` value of a ``weights`` parameter (no file is read or checked).
+
+    Understands the classifiers' words (``none``/``random``/``scratch``/empty, ``hub``,
+    ``package``, a path; ``pretrained=true`` is ``hub``) and the segmenters' (``none``,
+    ``imagenet``, ``packaged``, a path, and ``auto``, which is ``auto``'s meaning for the
+    plugin's encoder: ``packaged`` or ``hub``).
+    """
+    if auto not in ORIGINS:
+        raise ValueError(f"auto must be one of {', '.join(ORIGINS)}, not '{auto}'")
+    low = (weights or "").strip().lower()
+    if low in ("", "none", "random", "scratch"):
+        return "hub" if pretrained else "random"
+    if low in ("hub", "imagenet"):
+        return "hub"
+    if low in ("package", "packaged"):
+        return "packaged"
+    if low == "auto":
+        return auto
+    return "file"
+
+
+def join_origins(values: Iterable[str | None]) -> str | None:
+    """The distinct origins of several networks or stages, in order, joined by ``+``
+    (``packaged+random``); None when none of them has learned weights."""
+    parts = list(dict.fromkeys(part for value in values if value
+                               for part in value.split("+")))
+    return "+".join(parts) if parts else None
+
+
+def is_random(value: str | None) -> bool:
+    """Whether a (joined) origin includes a network that starts from random initialisation."""
+    return bool(value) and "random" in str(value).split("+")
+
+
+def pipeline_weights(spec: PipelineSpec | str, profile: str) -> list[str | None]:
+    """Each stage's origin (`ORIGINS`, joined by ``+`` for a stage of several networks), or
+    None for a stage without learned weights, from its resolved parameters under ``profile``.
+
+    A plugin answers through its class hook ``initial_weights(params, profile)``
+    (`bench.stages.Plugin`); a stage built on other pipelines (fusion's sources, a teacher)
+    calls this function on them.
+    """
+    from bench.pipeline import stage_params
+    from bench.plugins import METHODS
+    from bench.spec import parse_pipeline
+
+    if isinstance(spec, str):
+        spec = parse_pipeline(spec)
+    out: list[str | None] = []
+    for stage in spec.stages:
+        cls = METHODS.get(stage.name).cls
+        value = cls.initial_weights(stage_params(stage, profile), profile)
+        if value is not None and not all(part in ORIGINS for part in value.split("+")):
+            raise ConfigError(f"plugin '{stage.name}': initial_weights returned '{value}', "
+                              f"not one of {', '.join(ORIGINS)} (or several joined by +)")
+        out.append(value)
+    return out
 
 
 # --------------------------------------------------------------------------- reading, converting

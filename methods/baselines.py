@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -13,6 +14,8 @@ from bench import CamSource, register_method
 @register_method("random")
 class RandomCam(CamSource):
     """Uniform random noise per pixel: the chance level (deterministic per image and seed)."""
+
+    baseline: ClassVar[bool] = True
 
     @dataclass
     class Params:
@@ -32,6 +35,8 @@ class RandomCam(CamSource):
 class AllSmoke(CamSource):
     """Every pixel is smoke: the recall-1 baseline."""
 
+    baseline: ClassVar[bool] = True
+
     @dataclass
     class Params:
         pass
@@ -43,6 +48,8 @@ class AllSmoke(CamSource):
 @register_method("all_background")
 class AllBackground(CamSource):
     """No pixel is smoke: scores about 0.5 mIoU where smoke is rare, hence smoke IoU beside mIoU."""
+
+    baseline: ClassVar[bool] = True
 
     @dataclass
     class Params:

@@ -44,7 +44,9 @@ from bench import (
     ConfigError,
     TimmNet,
     create_net,
+    join_origins,
     parse_pipeline,
+    pipeline_weights,
     register_method,
     resolve_weights,
     stage_params,
@@ -153,6 +155,12 @@ class ConsistencyCam(ClassifierCam):
         super().__init__(params, ctx)
         self.teacher_net: TimmNet | None = None
         self.projection: nn.Linear | None = None
+
+    @classmethod
+    def initial_weights(cls, params: Any, profile: str) -> str | None:
+        """The student's initial weights, then the teacher pipeline's (trained or fresh)."""
+        return join_origins([super().initial_weights(params, profile),
+                             *pipeline_weights(params.teacher, profile)])
 
     # ----------------------------------------------------------------- teacher
     def sources(self) -> list[str]:

@@ -23,6 +23,7 @@ from bench import (
     WeightsError,
     packaged_state_dict,
     register_method,
+    weights_origin,
 )
 
 
@@ -78,6 +79,12 @@ class DeepLabV3Plus(TorchSegmenter):
                   "lr": 0.002, "head_lr_mult": 1.0, "decoder_channels": 128, "tile_size": 512,
                   "val_every": 4, "val_limit": 16},
     }
+
+    @classmethod
+    def initial_weights(cls, params: Any, profile: str) -> str | None:
+        """The encoder's initial weights (``auto``: packaged where a package ships them)."""
+        return weights_origin(params.weights,
+                              auto="packaged" if params.encoder in PACKAGED_ENCODERS else "hub")
 
     def _encoder_plan(self, pretrained: bool) -> tuple[str, Any, dict[str, Any],
                                                        tuple[tuple[float, ...],

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from bench import MultiSourceCam, fuse_maps, register_method, split_sources
+from bench import (
+    MultiSourceCam,
+    fuse_maps,
+    join_origins,
+    pipeline_weights,
+    register_method,
+    split_sources,
+)
 
 
 @register_method("fusion")
@@ -32,6 +40,12 @@ class Fusion(MultiSourceCam):
                 raise ValueError("sources must name at least one CAM pipeline")
             if self.mode not in ("mean", "max", "gmean"):
                 raise ValueError(f"mode must be mean, max or gmean, not '{self.mode}'")
+
+    @classmethod
+    def initial_weights(cls, params: Any, profile: str) -> str | None:
+        """The initial weights of every source pipeline's learned stages, in order."""
+        return join_origins(value for source in split_sources(params.sources)
+                            for value in pipeline_weights(source, profile))
 
     def sources(self) -> list[str]:
         return split_sources(self.params.sources)

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import ConfigError, TorchSegmenter, WeightsError, register_method
+from bench import ConfigError, TorchSegmenter, WeightsError, register_method, weights_origin
 
 #: mmseg 1.2.2's accepted mmcv range (``mmseg/__init__.py``).
 MMCV_RANGE = ("2.0.0rc4", "2.2.0")
@@ -310,6 +310,15 @@ class MMSeg(TorchSegmenter):
                   "epochs": 2, "scale_min": 0.75, "scale_max": 1.5, "lr": 0.01,
                   "head_lr_mult": 1.0, "val_every": 2, "val_limit": 16},
     }
+
+    @classmethod
+    def initial_weights(cls, params: Any, profile: str) -> str | None:
+        """``checkpoint`` (a file, or a URL: hub), else the config's pretrained backbone (hub)
+        or random initialisation."""
+        if params.checkpoint.startswith(("http://", "https://")):
+            return "hub"
+        return weights_origin(params.checkpoint or
+                              ("hub" if params.backbone_pretrained else "none"))
 
     def _config(self, pretrained: bool) -> Any:
         try:

@@ -169,7 +169,7 @@ def test_all_smoke_precision_is_the_smoke_share_of_the_mask_files(write_dataset,
     assert rec["metrics"]["recall"] == 1.0
     assert rec["n_images"] == 6 and rec["n_tiles"] > 6 and rec["scored_per"] == "frame"
     board = (out / "leaderboard.md").read_text()
-    assert re.search(r"\| dataset\s+\| frames\s+\|", board)
+    assert re.search(r"\| dataset\s+\| weights\s+\| frames\s+\|", board)
 
     # the same data scored per tile (an explicit option, marked in the record) counts overlaps
     name = _dataset(write_dataset, tmp_path / "ds2", "mixedtiles", root,

@@ -46,7 +46,7 @@ from bench.nn.timm_net import TimmNet, check_backbone, create_net
 from bench.nn.train import TrainSettings, checkpoint_path, image_set, settings_dict, train
 from bench.sample import Sample
 from bench.stages import CamSource
-from bench.weights import WeightsSpec, resolve_weights
+from bench.weights import WeightsSpec, resolve_weights, weights_origin
 
 NORMALIZE = ("minmax", "max", "sigmoid")
 
@@ -139,6 +139,11 @@ class ClassifierCam(CamSource):
         self.history: list[dict[str, Any]] = []
         self.weights_info: dict[str, Any] = {"source": "none"}
         self.pos_weight: torch.Tensor | None = None
+
+    @classmethod
+    def initial_weights(cls, params: Any, profile: str) -> str | None:
+        """The classifier's initial weights (``weights`` / ``pretrained``), for records."""
+        return weights_origin(params.weights, params.pretrained)
 
     # ----------------------------------------------------------------- model
     @property
