@@ -56,11 +56,6 @@ def _check_part(view: FrameView, box: Box, m: np.ndarray) -> None:
 
 def stitch_soft(view: FrameView, maps: Sequence[np.ndarray]) -> np.ndarray:
     """The frame's soft map: the mean of the tile maps covering each pixel (float32)."""
-    if len(view.parts) == 1:
-        index, box = view.parts[0]
-        _check_part(view, box, maps[index])
-        if box == (0, 0, *view.size):
-            return np.asarray(maps[index], np.float32)
     total = np.zeros(view.size, np.float64)
     count = np.zeros(view.size, np.int32)
     for index, box in view.parts:
@@ -93,11 +88,6 @@ def cut_edge_depth(box: Box, size: tuple[int, int]) -> np.ndarray:
 
 def stitch_labels(view: FrameView, maps: Sequence[np.ndarray]) -> np.ndarray:
     """The frame's label map: each pixel from the covering tile it lies deepest in (uint8)."""
-    if len(view.parts) == 1:
-        index, box = view.parts[0]
-        _check_part(view, box, maps[index])
-        if box == (0, 0, *view.size):
-            return np.asarray(maps[index], np.uint8)
     out = np.zeros(view.size, np.uint8)
     best = np.full(view.size, -1, np.int64)
     for index, box in view.parts:
@@ -115,11 +105,13 @@ def stitch_labels(view: FrameView, maps: Sequence[np.ndarray]) -> np.ndarray:
 
 def stitch(view: FrameView, maps: Sequence[np.ndarray], output: str) -> np.ndarray:
     """Stitch one frame's tile maps: ``output`` is ``"soft"`` or ``"labels"``."""
-    if output == "soft":
-        return stitch_soft(view, maps)
-    if output == "labels":
-        return stitch_labels(view, maps)
-    raise ValueError(f"output must be 'soft' or 'labels', not '{output}'")
+    if output not in ("soft", "labels"):
+        raise ValueError(f"output must be 'soft' or 'labels', not '{output}'")
+    if len(view.parts) == 1 and view.parts[0][1] == (0, 0, *view.size):  # one whole-frame tile
+        index, box = view.parts[0]
+        _check_part(view, box, maps[index])
+        return np.asarray(maps[index], np.float32 if output == "soft" else np.uint8)
+    return stitch_soft(view, maps) if output == "soft" else stitch_labels(view, maps)
 
 
 def stitched(views: Iterable[FrameView], maps: Sequence[np.ndarray],
