@@ -43,6 +43,7 @@ _EXPORTS = {
     "BenchError": "bench.errors",
     "ConfigError": "bench.errors",
     "InputError": "bench.errors",
+    "NotRunnableError": "bench.errors",
     "WeightsError": "bench.weights",
     # torch-free map helpers
     "window_starts": "bench.maps",
@@ -50,6 +51,7 @@ _EXPORTS = {
     "normalize_cam": "bench.maps",
     "resize_image": "bench.maps",
     "resize_map": "bench.maps",
+    "binarize": "bench.metrics",
     # dense CRF (torch-free)
     "dense_crf": "bench.crf",
     "bilateral_filter": "bench.crf",
@@ -62,6 +64,14 @@ _EXPORTS = {
     "weights_origin": "bench.weights",
     "pipeline_weights": "bench.weights",
     "join_origins": "bench.weights",
+    "read_state_dict": "bench.weights",
+    # mask sets, merge strategies and the content-keyed mask cache (torch-free)
+    "MaskSet": "bench.mask_set",
+    "MaskCache": "bench.mask_cache",
+    "MERGES": "bench.mask_merge",
+    "register_merge": "bench.mask_merge",
+    "merge_labels": "bench.mask_merge",
+    "ignore_disagreement": "bench.mask_merge",
     # torch building blocks (bench.nn)
     "ClassifierCam": "bench.nn.classifier_cam",
     "TrainSettings": "bench.nn.train",

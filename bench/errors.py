@@ -22,6 +22,17 @@ class ConfigError(BenchError):
     """A bad command-line value, method spec, dataset file or plugin parameter."""
 
 
+class NotRunnableError(ConfigError):
+    """A stage that cannot run as configured for want of something only the user can supply
+    (a checkpoint with no default). ``reason`` is the short form a leaderboard shows ("needs a
+    SAM checkpoint (checkpoint=PATH)"); the message adds what to pass and where to get it. A
+    run that selected the stage by a wildcard records it as not run; a named one fails."""
+
+    def __init__(self, reason: str, hint: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {hint}")
+
+
 class UnknownNameError(ConfigError):
     """A name that no registry knows; the message lists close matches and the choices."""
 

@@ -127,7 +127,7 @@ def scan_file(path: Path) -> list[str]:
     from bench.source_scan import file_classes, read_attr
 
     try:
-        ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     except SyntaxError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: syntax error in plugin file: {exc.msg}") from None
     names = []
@@ -145,15 +145,31 @@ def scan_file(path: Path) -> list[str]:
             METHODS.register_lazy(name, _file_loader(path), summary=_summary(
                 ast.get_docstring(cls.node)), origin=str(path.resolve()), **meta)
             names.append(name)
+    _scan_merges(path, tree)
     return names
 
 
-def _registered_name(deco: ast.expr) -> str | None:
+def _scan_merges(path: Path, tree: ast.Module) -> None:
+    """Lazy `bench.mask_merge.MERGES` entries for the module-level functions of a plugin file
+    decorated with ``@register_merge("name")`` (imported when ``merge=name`` is used)."""
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for deco in node.decorator_list:
+            name = _registered_name(deco, "register_merge")
+            if name is not None:
+                from bench.mask_merge import MERGES
+
+                MERGES.register_lazy(name, _file_loader(path), origin=str(path.resolve()),
+                                     summary=_summary(ast.get_docstring(node)))
+
+
+def _registered_name(deco: ast.expr, decorator: str = "register_method") -> str | None:
     if not isinstance(deco, ast.Call):
         return None
     func = deco.func
     fname = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-    if fname != "register_method" or not deco.args:
+    if fname != decorator or not deco.args:
         return None
     arg = deco.args[0]
     return arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else None
