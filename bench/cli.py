@@ -7,6 +7,7 @@ Starting it is cheap: plugins are discovered by reading their files, not importi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -232,10 +233,16 @@ def _dataset_details(config: object) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.data import DATASETS, resolve_root
     from bench.executors import run_cells
-    from bench.runner import Cell, RunOptions
-    from bench.spec import expand_methods, split_top_level
+    from bench.runner import Cell, RunOptions, pipeline_not_runnable
+    from bench.spec import expand_methods, is_wildcard, parse_pipeline, split_top_level
 
     specs = expand_methods(args.methods)
+    named = {parse_pipeline(item).text for item in split_top_level(args.methods, ",")
+             if item and not is_wildcard(item)}
+    for spec in specs:  # a named pipeline that cannot run (no checkpoint) fails before any work
+        blocked = [e for e in pipeline_not_runnable(spec, args.profile) if e is not None]
+        if blocked and spec.text in named:
+            raise blocked[0]
     datasets = DATASETS.select(split_top_level(args.datasets, ","))
     options = RunOptions(out=args.out, profile=args.profile, device=args.device, seed=args.seed,
                          data_roots=_data_roots(args.data_root), include=list(args.include),
@@ -245,8 +252,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     train_on = DATASETS.get(args.train_on).name if args.train_on else ""
     if train_on:
         resolve_root(DATASETS.get(train_on), options.data_roots)
-    cells = [Cell(spec.text, ds, args.split, options, train_on) for ds in datasets
-             for spec in specs]
+    cells = [Cell(spec.text, ds, args.split, options, train_on,
+                  optional=spec.text not in named) for ds in datasets for spec in specs]
     print(f"bench run: {len(specs)} method(s) x {len(datasets)} data set(s), split "
           f"{args.split}, profile {args.profile}", file=sys.stderr)
     run_cells(cells)
@@ -340,6 +347,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if not path.exists():
             raise ConfigError(f"no record of '{method}' on {args.dataset}/{args.split} "
                               f"(profile {args.profile}, seed {args.seed}) in {folder}")
+        reason = json.loads(path.read_text(encoding="utf-8")).get("not_run")
+        if reason:
+            raise ConfigError(f"'{method}' on {args.dataset}/{args.split} was {reason}")
         loaded.append(load_areas(path))
     (areas_a, ids_a, units), (areas_b, ids_b, _) = loaded
     if ids_a != ids_b:

@@ -27,6 +27,11 @@ def run_cells(cells: Sequence[Cell]) -> list[list[dict[str, Any]]]:
               file=sys.stderr, flush=True)
         records = run_cell(cell)
         final = records[-1]["metrics"]
+        if records[-1].get("not_run"):
+            print(f"[{n}/{len(cells)}] {cell.method}: {records[-1]['not_run']}",
+                  file=sys.stderr, flush=True)
+            results.append(records)
+            continue
         warned = sum(len(rec.get("warnings", ())) for rec in records)
         note = f"; {warned} warning{'s' if warned > 1 else ''}" if warned else ""
         print(f"[{n}/{len(cells)}] {cell.method}: mIoU {100 * final['mIoU']:.2f}, smoke IoU "

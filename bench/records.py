@@ -57,6 +57,15 @@ def write_record(out: Path, rec: dict[str, Any], areas: np.ndarray, ids: list[st
     return path
 
 
+def write_not_run_record(out: Path, rec: dict[str, Any]) -> Path:
+    """Write the record of a stage that did not run (``rec["not_run"]`` says why): no areas,
+    and the areas of an earlier scored record at the same place are removed."""
+    path = record_path(out, rec)
+    path.with_suffix(".areas.npz").unlink(missing_ok=True)
+    write_json(path, rec)
+    return path
+
+
 def save_areas(record_file: Path, areas: np.ndarray, ids: list[str],
                units: list[str] | None = None) -> Path:
     """Store per-frame areas beside a record (for paired bootstrap comparisons).

@@ -26,12 +26,12 @@ from bench.code_digest import code_digest
 from bench.data import DATASETS, SplitData, discover_datasets, load_splits, resolve_root
 from bench.data.frames import SampleList
 from bench.device import resolve_device
-from bench.errors import BenchError, ConfigError, PluginError, one_line
+from bench.errors import BenchError, ConfigError, NotRunnableError, PluginError, one_line
 from bench.evaluate import StageScore, score_stage
 from bench.pipeline import build_stage, stage_configs
 from bench.plugins import builtin_dir, discover, include_dirs
 from bench.provenance import provenance
-from bench.records import write_record
+from bench.records import write_not_run_record, write_record
 from bench.sanity import (
     all_smoke_iou,
     below_all_smoke,
@@ -78,6 +78,9 @@ class Cell:
     #: data set whose ``train`` split trains the method and whose ``val`` split calibrates
     #: thresholds (empty: ``dataset`` itself); another one makes this an out-of-distribution cell
     train_dataset: str = ""
+    #: selected by a wildcard: a stage that cannot run as configured (`Plugin.not_runnable`:
+    #: no checkpoint) is recorded as "not run" instead of failing the run
+    optional: bool = False
 
 
 def seed_everything(seed: int) -> None:
@@ -141,6 +144,11 @@ class CellRunner:
         self.trains = any(_plugin_class(st.name).trainable for st in self.spec.stages)
         #: each stage's initial weights (`bench.weights.ORIGINS`; None: nothing learned)
         self.weights = pipeline_weights(self.spec, self.opts.profile)
+        #: why each stage cannot run (None: it can), asked before any work
+        self.not_runnable = pipeline_not_runnable(self.spec, self.opts.profile)
+        blocked = next((e for e in self.not_runnable if e is not None), None)
+        if blocked is not None and not cell.optional:
+            raise blocked
 
     # ----------------------------------------------------------------- data
     def load_data(self) -> SplitData:
@@ -231,7 +239,8 @@ class CellRunner:
         workdir.mkdir(parents=True, exist_ok=True)
         return RunContext(device=self.opts.device, profile=self.opts.profile, seed=self.opts.seed,
                           workdir=workdir, progress=self.opts.progress,
-                          extra={"dataset": self.dataset.name, "stage": state.spec_text})
+                          extra={"dataset": self.dataset.name, "stage": state.spec_text,
+                                 "cache_root": self.cache_root})
 
     def ensure_ready(self, states: list[StageState], i: int, data: SplitData) -> Plugin:
         """Build stage ``i``'s plugin and train it (or load its trained state from the cache)."""
@@ -367,6 +376,10 @@ class CellRunner:
                 elapsed = time.perf_counter() - start
                 state.timings[f"infer_{split}_s"] = elapsed
                 state.maps[split] = cache.save_maps(path, samples.ids, computed, elapsed)
+                note = plugin.summary()
+                if note:
+                    print(f"bench: {state.spec_text} on {self.dataset.name}/{split}: {note}",
+                          file=sys.stderr, flush=True)
         return cache.ordered(state.maps[split], samples.ids)
 
     def compute_maps(self, states: list[StageState], i: int, split: str,
@@ -541,6 +554,25 @@ class CellRunner:
         write_record(self.opts.out, rec, score.per_image_areas, score.image_ids, score.units)
         return rec
 
+    def not_run_record(self, states: list[StageState], i: int, data: SplitData,
+                       reason: str) -> dict[str, Any]:
+        """The record of a stage that did not run (`Plugin.not_runnable`): no metrics, its
+        ``not_run`` reason, which tables show in place of the numbers."""
+        state = states[i]
+        rec = {
+            "method": state.spec_text, "pipeline": self.spec.text, "stage": i,
+            "stage_kind": state.config["kind"], "output": _output_of(self.spec.stages[i].name),
+            "dataset": self.dataset.name, "train_dataset": self.train_name,
+            "split": self.cell.split, "profile": self.opts.profile, "seed": self.opts.seed,
+            "level": "pixel" if data[self.eval_key].has_masks else "image",
+            "n_images": 0, "metrics": {}, "ci": {}, "not_run": f"not run: {reason}",
+            "weights": self.stage_weights(i), "warnings": [],
+            "config": {"stages": self.configs[: i + 1], "cache_key": state.key},
+            "provenance": provenance(),
+        }
+        write_not_run_record(self.opts.out, rec)
+        return rec
+
     def device_used(self) -> str:
         """The resolved device, or "none" when no stage of this cell touched torch."""
         return resolve_device(self.opts.device) if "torch" in sys.modules else "none"
@@ -557,6 +589,13 @@ class CellRunner:
                               "pixel masks nor image labels to score against")
         records = []
         for i in range(len(states)):
+            blocked = self.not_runnable[i]
+            if blocked is not None:  # a wildcard's pipeline without its checkpoint
+                print(f"bench: not running '{self.spec.text}': {blocked}", file=sys.stderr,
+                      flush=True)
+                records += [self.not_run_record(states, j, data, blocked.reason)
+                            for j in range(i, len(states))]
+                break
             score = self.evaluate(states, i, data)
             warnings = self.sanity_warnings(states, i, score, data)
             for line in warnings:
@@ -568,6 +607,18 @@ class CellRunner:
 def run_cell(cell: Cell) -> list[dict[str, Any]]:
     """Run one cell and return its records (one per stage); importable by SLURM workers."""
     return CellRunner(cell).run()
+
+
+def pipeline_not_runnable(spec: PipelineSpec | str,
+                          profile: str) -> list[NotRunnableError | None]:
+    """Each stage's `Plugin.not_runnable` answer under its resolved parameters (None: it can
+    run), without building any plugin."""
+    from bench.pipeline import stage_params
+
+    if isinstance(spec, str):
+        spec = parse_pipeline(spec)
+    return [_plugin_class(stage.name).not_runnable(stage_params(stage, profile), profile)
+            for stage in spec.stages]
 
 
 def _plugin_class(name: str) -> type[Plugin]:

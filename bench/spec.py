@@ -164,6 +164,12 @@ def runnable_name(name: str) -> str | None:
     return demo or None
 
 
+def is_wildcard(item: str) -> bool:
+    """Whether one ``--methods`` item selects plugins by pattern (``vit*``, ``*``) rather than
+    naming a pipeline."""
+    return any(ch in item for ch in "*?") and "+" not in item
+
+
 def expand_methods(arg: str) -> list[PipelineSpec]:
     """Expand a ``--methods`` value: comma-separated pipelines and wildcards over plugin names.
 
@@ -175,7 +181,7 @@ def expand_methods(arg: str) -> list[PipelineSpec]:
     for item in split_top_level(arg, ","):
         if not item:
             continue
-        if any(ch in item for ch in "*?") and "+" not in item:
+        if is_wildcard(item):
             names = METHODS.select([item])
             texts = []
             for name in names:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from bench.errors import NotRunnableError
 from bench.sample import Sample
 
 Kind = Literal["cam", "wrapper", "refiner", "segmenter"]
@@ -102,6 +103,21 @@ class Plugin:
         of several networks; None (the default) for a plugin without learned weights. Records
         and leaderboards report it; `bench.weights.pipeline_weights` asks every stage."""
         return None
+
+    @classmethod
+    def not_runnable(cls, params: Any, profile: str) -> NotRunnableError | None:
+        """Why this plugin cannot run under ``params`` (its resolved ``Params``) and
+        ``profile``: a `NotRunnableError` for something only the user can supply (``sam``
+        without ``checkpoint=``), or None (the default). Asked before any work, so it must be
+        cheap (no torch, no large files). A run that selected the plugin by a wildcard records
+        its pipeline as "not run: <reason>" and goes on; a named one fails with the error's
+        line. Never run such a plugin on random weights instead."""
+        return None
+
+    def summary(self) -> str:
+        """One line on what the plugin just did over a split (cache hits, say); the runner
+        prints it after computing the split's maps. "" (the default) prints nothing."""
+        return ""
 
     def config(self) -> dict[str, Any]:
         """The plugin's name and parameters, as recorded and hashed for caching."""

@@ -70,6 +70,7 @@ def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
             "f1_hi": rec.get("ci", {}).get("F1", [None, None])[1],
             "stages": (rec.get("config") or {}).get("stages", []),
             "weights": record_weights(rec),
+            "not_run": rec.get("not_run"),
         }
         row.update({k: v for k, v in rec.get("metrics", {}).items()})
         row.update({k: v for k, v in (rec.get("distractors") or {}).items()})
@@ -154,6 +155,24 @@ def _by_name_then(df: pd.DataFrame, name: str, metric: str) -> pd.DataFrame:
                           else natural_rank(col))
 
 
+def _show_not_run(out: pd.DataFrame, final: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Rows of records that did not run (`not_run`): their reason in ``column`` ("not run:
+    needs a SAM checkpoint (checkpoint=PATH)") and "-" in every other number."""
+    if "not_run" not in final:
+        return out
+    reasons = final["not_run"].to_numpy()
+    rows = [i for i, r in enumerate(reasons) if isinstance(r, str) and r]
+    if not rows:
+        return out
+    for col in out.columns:
+        if col in ("method", "dataset", "weights"):
+            continue
+        out[col] = out[col].astype(object)
+        for i in rows:
+            out.iat[i, out.columns.get_loc(col)] = reasons[i] if col == column else "-"
+    return out
+
+
 def _pct(value: Any) -> Any:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "-"
@@ -206,7 +225,7 @@ def leaderboard(df: pd.DataFrame, metrics: Sequence[str] = METRIC_COLUMNS,
     for aux in ("chimney", "steam"):
         if aux in final and final[aux].notna().any():
             out[aux] = final[aux].map(_pct)
-    return out.reset_index(drop=True)
+    return _show_not_run(out.reset_index(drop=True), final, "mIoU")
 
 
 def ood_table(df: pd.DataFrame, metric: str = "mIoU") -> pd.DataFrame:
@@ -246,7 +265,7 @@ def image_leaderboard(df: pd.DataFrame, mark: bool = False) -> pd.DataFrame:
         if m == "F1":
             out["F1 95% CI"] = [f"[{_pct(lo)}, {_pct(hi)}]"
                                 for lo, hi in zip(final["f1_lo"], final["f1_hi"], strict=True)]
-    return out.reset_index(drop=True)
+    return _show_not_run(out.reset_index(drop=True), final, "F1")
 
 
 def pivot(df: pd.DataFrame, by: str, metric: str = "mIoU",
@@ -292,9 +311,13 @@ def ablation(df: pd.DataFrame, base: str, labels: dict[str, str] | None = None,
         name = labels.get(stage.name) or stage.name
         row: dict[str, Any] = {"pipeline": prefix if n == 1 else f"+{name}"}
         for dataset, sub in match.groupby("dataset"):
-            for m in metrics:
+            reason = sub.iloc[-1].get("not_run")
+            for j, m in enumerate(metrics):
                 key = m if match["dataset"].nunique() == 1 else f"{dataset} {m}"
-                row[key] = _pct(sub.iloc[-1][m])
+                if isinstance(reason, str) and reason:  # the stage did not run: say why
+                    row[key] = reason if j == 0 else "-"
+                else:
+                    row[key] = _pct(sub.iloc[-1].get(m))
         rows.append(row)
     return pd.DataFrame(rows)
 

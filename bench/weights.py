@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, one_line
 
 if TYPE_CHECKING:
     import torch
@@ -197,7 +197,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or foreign file: one line naming it
-        raise WeightsError(f"cannot read weights file {path}: {exc}") from None
+        raise WeightsError(f"cannot read weights file {path}: {one_line(exc)}") from None
     for key in ("state_dict", "model", "model_state", "net"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
