@@ -78,34 +78,36 @@ def get_merge(name: str) -> MergeFn:
 
 
 # --------------------------------------------------------------------------- the strategies
-def _majority_inside(masks: MaskSet, smoke: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(keep, |S∩P|)``: masks with more than half of their pixels in P."""
-    inside = masks.overlaps(smoke)
+def _majority_inside(masks: MaskSet, p_bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(keep, |S∩P|)``: masks with more than half of their pixels in P (packed)."""
+    inside = masks.overlaps(p_bits)
     return 2 * inside - masks.areas > 0, inside
 
 
 @register_merge("max_iou")
 def max_iou(masks: MaskSet, smoke: np.ndarray) -> np.ndarray:
     """Union of the masks with more than half of their pixels in P (SEPL ``MaxIoU``)."""
-    keep, _ = _majority_inside(masks, smoke)
+    keep, _ = _majority_inside(masks, masks.pack(smoke))
     return masks.union(keep)
 
 
 @register_merge("max_iou_imp")
 def max_iou_imp(masks: MaskSet, smoke: np.ndarray) -> np.ndarray:
     """``max_iou`` plus the pixels of P no mask covers (SEPL ``MaxIoU_IMP``)."""
-    keep, _ = _majority_inside(masks, smoke)
-    return masks.union(keep) | (smoke & ~masks.union())
+    p_bits = masks.pack(smoke)
+    keep, _ = _majority_inside(masks, p_bits)
+    return masks.unpack(masks.union_bits(keep) | (p_bits & ~masks.union_bits()))
 
 
 @register_merge("max_iou_imp2")
 def max_iou_imp2(masks: MaskSet, smoke: np.ndarray) -> np.ndarray:
     """``max_iou_imp`` that also keeps masks covering >= 85% of P (SEPL ``MaxIoU_IMP2``)."""
-    keep, inside = _majority_inside(masks, smoke)
+    p_bits = masks.pack(smoke)
+    keep, inside = _majority_inside(masks, p_bits)
     p_area = int(np.count_nonzero(smoke))
     if p_area:
         keep |= inside >= COVERAGE * p_area
-    return masks.union(keep) | (smoke & ~masks.union())
+    return masks.unpack(masks.union_bits(keep) | (p_bits & ~masks.union_bits()))
 
 
 def best_mask(masks: MaskSet, smoke: np.ndarray) -> int | None:
@@ -151,7 +153,9 @@ def merge_labels(strategy: str | MergeFn, masks: MaskSet, labels: np.ndarray) ->
     if new.shape != smoke.shape or new.dtype != bool:
         raise ValueError(f"merge strategy returned {new.dtype} {new.shape}, expected a boolean "
                          f"{smoke.shape} smoke region")
-    return np.where(new, SMOKE, np.where(labels == IGNORE, IGNORE, BACKGROUND)).astype(np.uint8)
+    # new -> 1, else ignore -> 255, else 0; in uint8 arithmetic (no nested where)
+    ignore = (labels == IGNORE) & ~new
+    return ignore.view(np.uint8) * np.uint8(IGNORE) + new.view(np.uint8)
 
 
 def ignore_disagreement(merged: np.ndarray, prob: np.ndarray, band: float) -> np.ndarray:

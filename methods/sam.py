@@ -341,11 +341,9 @@ class SamRefiner(Refiner):
         if p.min_mask_region_area > 0 and not _has_opencv():
             raise ConfigError(f"sam[min_mask_region_area={p.min_mask_region_area}]: "
                               f"{OPENCV_HINT}")
-        from segment_anything import SamAutomaticMaskGenerator
-
         model = self.model()  # loading it is not SAM's per-frame time
         start = time.perf_counter()
-        generator = SamAutomaticMaskGenerator(
+        generator = _mask_generator_class()(
             model, points_per_side=p.points_per_side, points_per_batch=p.points_per_batch,
             pred_iou_thresh=p.pred_iou_thresh, stability_score_thresh=p.stability_score_thresh,
             box_nms_thresh=p.box_nms_thresh, crop_n_layers=p.crop_n_layers,
@@ -495,6 +493,23 @@ def component_prompts(labels: np.ndarray, prob: np.ndarray, p: Any,
             point_labels[j] = lab
         out.append(Prompt(np.array([x0, y0, x1, y1], np.float32), points, point_labels, region))
     return out
+
+
+def _mask_generator_class() -> type:
+    """``SamAutomaticMaskGenerator`` with the empty-crop fix: when a crop keeps no mask, its
+    ``crop_boxes`` must stay ``(0, 4)``, not ``(0,)``, or the cross-crop NMS of a frame where
+    no crop keeps a mask fails with an IndexError (segment-anything issue #614; sam2 #681)."""
+    import torch
+    from segment_anything import SamAutomaticMaskGenerator
+
+    class Generator(SamAutomaticMaskGenerator):  # type: ignore[misc]
+        def _process_crop(self, *args: Any, **kwargs: Any) -> Any:
+            data = super()._process_crop(*args, **kwargs)
+            if len(data["rles"]) == 0:
+                data["crop_boxes"] = torch.zeros((0, 4), dtype=torch.int64)
+            return data
+
+    return Generator
 
 
 def _has_opencv() -> bool:
