@@ -225,7 +225,6 @@ class SamRefiner(Refiner):
         """The SAM model with the checkpoint's weights (every one of them: strict loading)."""
         if self._model is not None:
             return self._model
-        import torch
         from segment_anything import sam_model_registry
 
         name = self.params.model
@@ -253,7 +252,6 @@ class SamRefiner(Refiner):
                                f"{str(exc).strip().splitlines()[0]}") from None
         device = self.ctx.torch_device()
         self._model = model.to(device).eval()
-        torch.set_grad_enabled(False)
         return self._model
 
     def precision(self) -> str:

@@ -123,6 +123,7 @@ def test_auto_mode_merges_the_generators_masks_and_caches_them(
     out = sam.refine(Sample("a", image), cam)
     assert calls[0] == 1
     assert sam.summary().startswith("SAM masks: 1 computed")
+    assert torch.is_grad_enabled()  # SAM's no_grad stays inside SAM (a segmenter trains later)
 
     # the same masks straight from the package (same weights, same settings)
     model = build_tiny_sam()
@@ -143,6 +144,14 @@ def test_auto_mode_merges_the_generators_masks_and_caches_them(
     assert calls[0] == 2
     assert other.summary().startswith("SAM masks: 0 computed, 1 from the mask cache")
     np.testing.assert_array_equal(again, merge_labels("max_iou", direct, labels))
+
+
+def test_a_frame_where_no_crop_keeps_a_mask(tiny: Path, tmp_path: Path) -> None:
+    image, cam = scene()  # segment-anything #614: crop layers, every crop empty
+    sam = refiner(tiny, tmp_path, crop_n_layers=1, pred_iou_thresh=1e9, merge="max_iou_imp2")
+    out = sam.refine(Sample("a", image), cam)
+    np.testing.assert_array_equal(out, (cam >= 0.5).astype(np.uint8))  # no mask: P itself
+    assert sam.summary().startswith("SAM masks: 1 computed")
 
 
 def test_auto_masks_are_stored_as_packed_bits(tiny: Path, tmp_path: Path) -> None:

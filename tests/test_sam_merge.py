@@ -179,3 +179,23 @@ def largest_only(masks, smoke):
 def test_unknown_strategy_says_did_you_mean() -> None:
     with pytest.raises(ConfigError, match="Did you mean 'max_iou'"):
         MERGES.get("max_iuo")
+
+
+def test_the_readme_strategy_example_registers_and_merges(tmp_path: Path) -> None:
+    import re
+
+    from bench.plugins import discover
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("\n## SAM-enhanced pseudo labels")
+    section = readme[start:readme.index("\n## ", start + 1)]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    name = re.search(r'@register_merge\("(\w+)"\)', code).group(1)
+    folder = tmp_path / "readme_merge"
+    folder.mkdir()
+    (folder / "readme_merge.py").write_text(code.replace(name, "readme_" + name),
+                                            encoding="utf-8")
+    discover([folder])
+    masks = MaskSet.from_dense([MOSTLY_IN, OUTSIDE, HALF])
+    np.testing.assert_array_equal(merge_labels("readme_" + name, masks, labels_of(P6)),
+                                  OUTSIDE.astype(np.uint8))  # the first 12-pixel mask
