@@ -24,7 +24,7 @@ from bench import RunContext, Sample
 from bench.maps import window_starts
 from bench.metrics import AreaAccumulator
 from bench.nn.crf_loss import DenseCRFLoss
-from bench.nn.segmenter import TorchSegmenter, _batches
+from bench.nn.segmenter import MAX_CLASS_WEIGHT, TorchSegmenter, _batches, class_weights
 from bench.plugins import METHODS, builtin_dir, discover, import_plugin_file
 from bench.weights import (
     PACKAGED_ENCODERS,
@@ -127,6 +127,51 @@ def test_predictions_under_ignore_do_not_change_loss(tmp_path: Path) -> None:
     # the mean runs over labelled pixels only
     expected = nn.functional.cross_entropy(logits[:, :, 5:], target[:, 5:])
     assert torch.allclose(a, expected, atol=1e-6)
+
+
+def test_class_weights_from_label_counts() -> None:
+    labels = [np.array([[1, 0, 0, 255]] * 5, np.uint8),  # 5 smoke, 10 background, 5 ignore
+              np.zeros((2, 5), np.uint8)]                  # 10 more background
+    assert class_weights(labels, 0.0) == (1.0, 1.0)
+    assert class_weights(labels, 1.0) == (1.0, 4.0)        # 20 / 5
+    assert class_weights(labels, 0.5) == (1.0, 2.0)
+    rare = [np.array([[1] + [0] * 999], np.uint8)]
+    assert class_weights(rare, 1.0) == (1.0, MAX_CLASS_WEIGHT)
+    assert class_weights([np.zeros((3, 3), np.uint8)], 0.5) == (1.0, 1.0)  # no smoke
+    assert class_weights([np.ones((3, 3), np.uint8)], 0.5) == (1.0, 1.0)   # smoke majority
+
+
+def test_weighted_cross_entropy_is_the_weighted_mean_over_labelled_pixels(tmp_path: Path
+                                                                          ) -> None:
+    seg = tiny(tmp_path)
+    seg.class_weights = (1.0, 3.0)
+    logits = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 1, 3)
+    target = torch.tensor([[[0, 1, 255]]])
+    valid = torch.ones(1, 1, 3, dtype=torch.bool)
+    loss = seg.loss(logits, target, logits, valid)[0]
+    # pixel 0: label 0, logits (0, 0) -> ln 2; pixel 1: label 1, logits (2, 0) -> ln(1 + e^2)
+    expected = (1.0 * np.log(2) + 3.0 * np.log(1 + np.e ** 2)) / (1.0 + 3.0)
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+
+
+def test_infer_scale_runs_the_network_on_the_resized_image(tmp_path: Path) -> None:
+    seg = tiny(tmp_path, infer_scale=0.5, tile_size=0)
+    seg.model = seg.build_model(pretrained=False).eval()
+    seen = []
+    seg.model.register_forward_hook(lambda mod, args, out: seen.append(tuple(args[0].shape)))
+    image = np.zeros((64, 96, 3), np.uint8)
+    image[:, 48:] = 255
+    out = seg.logits(image)
+    assert out.shape == (2, 64, 96)
+    assert seen == [(1, 3, 32, 64)]  # 32 x 48 padded to a multiple of 32
+    # a per-pixel network: away from the step, the logits equal those at full resolution
+    full = tiny(tmp_path, tile_size=0)
+    full.model = seg.model
+    ref = full.logits(image)
+    assert torch.allclose(out[:, :, :40], ref[:, :, :40], atol=1e-5)
+    assert torch.allclose(out[:, :, 56:], ref[:, :, 56:], atol=1e-5)
+    with pytest.raises(ValueError, match="infer_scale"):
+        tiny(tmp_path, infer_scale=0)
 
 
 def test_label_values_are_checked(tmp_path: Path) -> None:

@@ -48,6 +48,10 @@ from bench.maps import window_starts
 from bench.sample import IGNORE, Sample
 from bench.stages import Segmenter
 
+#: upper bound of the smoke weight `TorchSegmenter.Params.class_balance` computes (a handful of
+#: labelled smoke pixels must not blow the loss up)
+MAX_CLASS_WEIGHT = 10.0
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -63,7 +67,8 @@ class TorchSegmenter(Segmenter):
     #: parameters that only affect inference or bookkeeping: a checkpoint stays valid, and the
     #: runner shares one trained network, when only they change
     inference_params: ClassVar[tuple[str, ...]] = ("tile_size", "tile_overlap", "infer_batch",
-                                                   "val_every", "val_limit", "keep_checkpoints")
+                                                   "infer_scale", "val_every", "val_limit",
+                                                   "keep_checkpoints")
     #: background and smoke
     num_classes: ClassVar[int] = 2
     #: input height and width are padded to a multiple of this before the forward pass
@@ -85,10 +90,18 @@ class TorchSegmenter(Segmenter):
             head_lr_mult: learning-rate factor for everything but the pretrained backbone.
             momentum, weight_decay: optimiser settings.
             amp: mixed precision (float16 autocast + gradient scaling); used on CUDA only.
+            class_balance: exponent ``a`` of the smoke class weight ``(n_bg / n_smoke) ** a``
+                in the cross-entropy, with the pixel counts of the training labels (255 not
+                counted): 0 is plain cross-entropy, 0.5 weights smoke by the square root of its
+                inverse frequency, 1 by its inverse frequency. Capped at `MAX_CLASS_WEIGHT`.
             crf_weight: weight of the DenseCRF loss (0 disables it).
             crf_sigma_rgb, crf_sigma_xy: bandwidths of its bilateral kernel.
             crf_scale: resolution factor at which the DenseCRF loss is computed.
-            tile_size: side of the sliding-window tiles at inference (0: always one pass).
+            infer_scale: images are resized by this factor before inference and the logits
+                resized back to the image's size (1: native resolution). Set it to the middle
+                of the training scale range so that objects look as large as in training.
+            tile_size: side of the sliding-window tiles at inference, in pixels of the resized
+                image (0: always one pass).
             tile_overlap: fraction of a tile shared with its neighbour.
             infer_batch: tiles per forward pass at inference.
             val_every: compute validation mIoU every this many epochs (and after the last).
@@ -109,10 +122,12 @@ class TorchSegmenter(Segmenter):
         weight_decay: float = 5e-4
         poly_power: float = 0.9
         amp: bool = True
+        class_balance: float = 0.0
         crf_weight: float = 0.0
         crf_sigma_rgb: float = 15.0
         crf_sigma_xy: float = 100.0
         crf_scale: float = 0.5
+        infer_scale: float = 1.0
         tile_size: int = 512
         tile_overlap: float = 0.25
         infer_batch: int = 4
@@ -129,6 +144,10 @@ class TorchSegmenter(Segmenter):
                 raise ValueError(f"optimizer must be sgd or adamw, not '{self.optimizer}'")
             if self.lr <= 0 or self.head_lr_mult <= 0:
                 raise ValueError("lr and head_lr_mult must be > 0")
+            if self.class_balance < 0:
+                raise ValueError("class_balance must be >= 0")
+            if not 0 < self.infer_scale <= 4:
+                raise ValueError("infer_scale must be in (0, 4]")
             if self.crf_weight < 0 or not 0 < self.crf_scale <= 1:
                 raise ValueError("crf_weight must be >= 0 and crf_scale in (0, 1]")
             if self.tile_size < 0 or not 0 <= self.tile_overlap < 1:
@@ -140,6 +159,8 @@ class TorchSegmenter(Segmenter):
         super().__init__(params, ctx)
         self.model: nn.Module | None = None
         self.history: list[dict[str, Any]] = []
+        #: cross-entropy weights (background, smoke) of the last `fit`
+        self.class_weights: tuple[float, float] = (1.0, 1.0)
         self._norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     # ------------------------------------------------------------------ hooks
@@ -221,6 +242,7 @@ class TorchSegmenter(Segmenter):
             warnings.warn(f"{type(self).__name__}: every training pixel is ignore (255); the "
                           "cross-entropy term is zero", stacklevel=2)
         val_items = self._val_items(val)
+        self.class_weights = class_weights(targets, p.class_balance)
 
         device = self.device
         model = self.build_model(pretrained=True).to(device)
@@ -297,6 +319,10 @@ class TorchSegmenter(Segmenter):
              ) -> tuple[torch.Tensor, dict[str, float]]:
         """Partial cross-entropy over labelled pixels (+ weighted DenseCRF loss).
 
+        The cross-entropy is the weighted mean over labelled pixels with `class_weights`
+        (``sum w_y * ce / sum w_y``; plain mean when both are 1); a batch without labelled
+        pixels gives exactly zero.
+
         Args:
             logits: ``N x C x H x W`` network output.
             target: ``N x H x W`` int64 labels; 255 is ignored (no loss, no gradient).
@@ -308,9 +334,12 @@ class TorchSegmenter(Segmenter):
             The scalar loss to minimise and its parts as floats (``loss``, ``ce``, ``crf``).
         """
         logits = logits.float()
-        ce_sum = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="sum")
-        n_labelled = (target != IGNORE).sum().clamp(min=1)
-        ce = ce_sum / n_labelled
+        weights = torch.tensor(self.class_weights, dtype=logits.dtype, device=logits.device)
+        ce_sum = F.cross_entropy(logits, target, weight=weights, ignore_index=IGNORE,
+                                 reduction="sum")
+        labelled = target != IGNORE
+        denominator = weights[target.masked_fill(~labelled, 0)][labelled].sum()
+        ce = ce_sum / denominator.clamp(min=1e-12)
         total = ce
         crf_value = 0.0
         if crf is not None:
@@ -463,18 +492,27 @@ class TorchSegmenter(Segmenter):
     def logits(self, image: np.ndarray) -> torch.Tensor:
         """Float32 ``C x H x W`` logits of one uint8 HxWx3 image at its native size (CPU).
 
-        Images larger than ``tile_size`` are covered by overlapping tiles (stride
+        The image is first resized by ``infer_scale`` (bilinear, antialiased when shrinking).
+        Images larger than ``tile_size`` are then covered by overlapping tiles (stride
         ``tile_size * (1 - tile_overlap)``, the last tile flush with the border) whose logits are
         averaged where they overlap; each tile (or the whole image) is padded at the bottom and
         right to a multiple of `size_divisor` with the mean colour, and the padding is cut off.
+        Logits of a resized image are resized back (bilinear) to the image's size.
         """
         model = self._require_model()
         model.eval()
         p = self.params
         device = next(model.parameters()).device
         x = self._normalize(torch.tensor(np.asarray(image), device=device)
-                            .permute(2, 0, 1)[None])[0]
-        h, w = image.shape[:2]
+                            .permute(2, 0, 1)[None])
+        native = tuple(image.shape[:2])
+        if p.infer_scale != 1.0:
+            size = (max(1, round(native[0] * p.infer_scale)),
+                    max(1, round(native[1] * p.infer_scale)))
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                              antialias=p.infer_scale < 1)
+        x = x[0]
+        h, w = x.shape[1:]
         tile = p.tile_size if p.tile_size > 0 else max(h, w)
         th, tw = min(tile, h), min(tile, w)
         stride = max(1, round(tile * (1 - p.tile_overlap)))
@@ -496,7 +534,11 @@ class TorchSegmenter(Segmenter):
             for k, (y, x0) in enumerate(chunk):
                 acc[:, y:y + th, x0:x0 + tw] += out[k]
                 count[:, y:y + th, x0:x0 + tw] += 1
-        return (acc / count).cpu()
+        result = acc / count
+        if (h, w) != native:
+            result = F.interpolate(result[None], size=native, mode="bilinear",
+                                   align_corners=False)[0]
+        return result.cpu()
 
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """One uint8 label map (0 background, 1 smoke) per image, at the image's size."""
@@ -519,6 +561,7 @@ class TorchSegmenter(Segmenter):
             "class": type(self).__name__, "name": self.name,
             "params": dataclasses.asdict(self.params),
             "normalization": {"mean": list(mean), "std": list(std)},
+            "class_weights": list(self.class_weights),
             "history": self.history,
         })
 
@@ -532,6 +575,8 @@ class TorchSegmenter(Segmenter):
             if norm:
                 self._norm = (tuple(norm["mean"]), tuple(norm["std"]))
             self.history = list(meta.get("history") or [])
+            if meta.get("class_weights"):
+                self.class_weights = tuple(meta["class_weights"])  # type: ignore[assignment]
         device = self.device
         model = self.build_model(pretrained=False)
         state = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
@@ -540,6 +585,19 @@ class TorchSegmenter(Segmenter):
 
 
 # --------------------------------------------------------------------------- helpers
+def class_weights(labels: Sequence[np.ndarray], balance: float) -> tuple[float, float]:
+    """Cross-entropy weights (background, smoke) for label maps: smoke gets
+    ``(n_background / n_smoke) ** balance``, capped at `MAX_CLASS_WEIGHT` and never below 1
+    (``balance=0``, or labels without smoke or without background: (1, 1))."""
+    if balance <= 0:
+        return 1.0, 1.0
+    smoke = sum(int(np.count_nonzero(lab == 1)) for lab in labels)
+    background = sum(int(np.count_nonzero(lab == 0)) for lab in labels)
+    if not smoke or not background:
+        return 1.0, 1.0
+    return 1.0, float(min(MAX_CLASS_WEIGHT, max(1.0, (background / smoke) ** balance)))
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 17) % 2**63
 
