@@ -245,6 +245,8 @@ class TorchSegmenter(Segmenter):
         self.class_weights = class_weights(targets, p.class_balance)
 
         device = self.device
+        # the new layers' initialisation follows this run's seed, not the caller's RNG state
+        torch.manual_seed(self.ctx.seed)
         model = self.build_model(pretrained=True).to(device)
         if self._norm is None:
             self._norm = self.normalization()
