@@ -93,13 +93,13 @@ class TorchSegmenter(Segmenter):
             class_balance: exponent ``a`` of the smoke class weight ``(n_bg / n_smoke) ** a``
                 in the cross-entropy, with the pixel counts of the training labels (255 not
                 counted): 0 is plain cross-entropy, 0.5 weights smoke by the square root of its
-                inverse frequency, 1 by its inverse frequency. Capped at `MAX_CLASS_WEIGHT`.
+                inverse frequency, 1 by its inverse frequency; capped at 10 (`MAX_CLASS_WEIGHT`).
             crf_weight: weight of the DenseCRF loss (0 disables it).
             crf_sigma_rgb, crf_sigma_xy: bandwidths of its bilateral kernel.
             crf_scale: resolution factor at which the DenseCRF loss is computed.
             infer_scale: images are resized by this factor before inference and the logits
-                resized back to the image's size (1: native resolution). Set it to the middle
-                of the training scale range so that objects look as large as in training.
+                resized back to the image's size (1: native resolution); the middle of the
+                training scale range makes objects look as large as in training.
             tile_size: side of the sliding-window tiles at inference, in pixels of the resized
                 image (0: always one pass).
             tile_overlap: fraction of a tile shared with its neighbour.
