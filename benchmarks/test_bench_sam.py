@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -127,30 +127,16 @@ def _ratio_line(strategy: str, results: dict, report: Any) -> None:
 
 # --------------------------------------------------------------------------- SAM frames/s
 def build_tiny_sam(checkpoint: str | None = None) -> Any:
-    """The tests' tiny SAM (tests/test_sam.py): 64 px ViT with one block, depth-1 decoder."""
-    import torch
-    from segment_anything.modeling import (
-        ImageEncoderViT,
-        MaskDecoder,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
+    """The tests' tiny SAM (`tests/test_sam.py`: 64 px ViT with one block, depth-1 decoder),
+    loaded from that file so both suites time and test the same model."""
+    import importlib.util
 
-    emb = 16
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=64, patch_size=16, in_chans=3, embed_dim=32, depth=1, num_heads=2,
-            mlp_ratio=2.0, out_chans=emb, qkv_bias=True,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=0,
-            global_attn_indexes=()),
-        prompt_encoder=PromptEncoder(embed_dim=emb, image_embedding_size=(4, 4),
-                                     input_image_size=(64, 64), mask_in_chans=4),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=1, embedding_dim=emb, mlp_dim=32, num_heads=2),
-            transformer_dim=emb, iou_head_depth=1, iou_head_hidden_dim=16),
-        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375]).eval()
+    path = Path(__file__).resolve().parents[1] / "tests" / "test_sam.py"
+    spec = importlib.util.spec_from_file_location("_tiny_sam_tests", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_tiny_sam(checkpoint).eval()
 
 
 def _refiner(model: str, checkpoint: str, tmp_path: Any, mode: str) -> Any:
