@@ -174,6 +174,36 @@ def test_infer_scale_runs_the_network_on_the_resized_image(tmp_path: Path) -> No
         tiny(tmp_path, infer_scale=0)
 
 
+def test_work_size_brings_every_image_to_one_long_side(tmp_path: Path) -> None:
+    seg = tiny(tmp_path, work_size=48, infer_scale=0.5, tile_size=0)
+    assert seg.work_scale(64, 96) == 0.5
+    assert seg.work_scale(24, 12) == 2.0
+    assert tiny(tmp_path).work_scale(64, 96) == 1.0  # 0: native resolution
+    seg.model = seg.build_model(pretrained=False).eval()
+    seen = []
+    seg.model.register_forward_hook(lambda mod, args, out: seen.append(tuple(args[0].shape)))
+    # long side 96 -> 48 (work_size), then x 0.5 (infer_scale): 16 x 24, padded to 32 x 32
+    assert seg.logits(np.zeros((64, 96, 3), np.uint8)).shape == (2, 64, 96)
+    # long side 24 -> 48, then x 0.5: the native 24 x 12, no resize
+    assert seg.logits(np.zeros((24, 12, 3), np.uint8)).shape == (2, 24, 12)
+    assert seen == [(1, 3, 32, 32), (1, 3, 32, 32)]
+    with pytest.raises(ValueError, match="work_size"):
+        tiny(tmp_path, work_size=-1)
+
+
+def test_work_size_sets_the_training_crops_scale(tmp_path: Path) -> None:
+    # a 128 x 64 image at work_size 32 and scale 1 is shrunk by 4: the whole image fits in a
+    # 32-px crop as a 32 x 16 block, the rest is padding
+    seg = tiny(tmp_path, work_size=32, scale_min=1.0, scale_max=1.0, crop_size=32, flip=False)
+    seg._norm = seg.normalization()
+    image = np.full((128, 64, 3), 200, np.uint8)
+    label = np.ones((128, 64), np.uint8)
+    _raw, target, valid = seg._make_batch([image], [label], np.array([0]),
+                                          np.random.default_rng(0), torch.device("cpu"))
+    assert valid[0].sum() == 32 * 16
+    assert valid[0, :, :16].all() and not valid[0, :, 16:].any()
+    assert (target[0][valid[0]] == 1).all() and (target[0][~valid[0]] == 255).all()
+
 def test_label_values_are_checked(tmp_path: Path) -> None:
     seg = tiny(tmp_path)
     train = squares(2, size=32)

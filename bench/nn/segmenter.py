@@ -83,7 +83,12 @@ class TorchSegmenter(Segmenter):
             batch_size: crops per optimiser step (a final batch of one is merged into the one
                 before it: batch norm needs two).
             crop_size: side of the square training crops (padded with ignore where smaller).
-            scale_min, scale_max: random rescaling range applied before cropping.
+            work_size: the long side, in pixels, every image is resized to before the random
+                rescaling (training) and before ``infer_scale`` (inference), so that data sets
+                of 256-px and 4000-px photos are seen at one working resolution; 0 keeps each
+                image's native resolution.
+            scale_min, scale_max: random rescaling range applied before cropping (relative to
+                the working resolution).
             flip: random horizontal flips.
             optimizer: ``sgd`` (momentum, the DeepLab recipe) or ``adamw``.
             lr: base learning rate, decayed with the poly schedule ``(1 - it/total)**poly_power``.
@@ -97,9 +102,10 @@ class TorchSegmenter(Segmenter):
             crf_weight: weight of the DenseCRF loss (0 disables it).
             crf_sigma_rgb, crf_sigma_xy: bandwidths of its bilateral kernel.
             crf_scale: resolution factor at which the DenseCRF loss is computed.
-            infer_scale: images are resized by this factor before inference and the logits
-                resized back to the image's size (1: native resolution); the middle of the
-                training scale range makes objects look as large as in training.
+            infer_scale: images are resized by this factor (times the ``work_size`` resize)
+                before inference and the logits resized back to the image's size (1: the
+                working resolution); the middle of the training scale range makes objects look
+                as large as in training.
             tile_size: side of the sliding-window tiles at inference, in pixels of the resized
                 image (0: always one pass).
             tile_overlap: fraction of a tile shared with its neighbour.
@@ -112,6 +118,7 @@ class TorchSegmenter(Segmenter):
         epochs: int = 60
         batch_size: int = 12
         crop_size: int = 512
+        work_size: int = 0
         scale_min: float = 0.5
         scale_max: float = 2.0
         flip: bool = True
@@ -138,6 +145,8 @@ class TorchSegmenter(Segmenter):
         def __post_init__(self) -> None:
             if self.epochs < 1 or self.batch_size < 1 or self.crop_size < 8:
                 raise ValueError("epochs and batch_size must be >= 1 and crop_size >= 8")
+            if self.work_size < 0:
+                raise ValueError("work_size must be >= 0 (0: native resolution)")
             if not 0 < self.scale_min <= self.scale_max:
                 raise ValueError("need 0 < scale_min <= scale_max")
             if self.optimizer not in ("sgd", "adamw"):
@@ -399,7 +408,7 @@ class TorchSegmenter(Segmenter):
         for i in idx:
             img, lab = images[int(i)], targets[int(i)]
             h, w = lab.shape
-            scale = float(rng.uniform(p.scale_min, p.scale_max))
+            scale = self.work_scale(h, w) * float(rng.uniform(p.scale_min, p.scale_max))
             # cut the region that becomes the crop, then resize only that region
             rh, rw = min(h, math.ceil(size / scale)), min(w, math.ceil(size / scale))
             y = int(rng.integers(0, h - rh + 1))
@@ -491,10 +500,16 @@ class TorchSegmenter(Segmenter):
         return self.model
 
     @torch.no_grad()
+    def work_scale(self, height: int, width: int) -> float:
+        """The factor that brings an image's long side to ``work_size`` (1 when it is 0)."""
+        size = self.params.work_size
+        return size / max(height, width) if size > 0 else 1.0
+
     def logits(self, image: np.ndarray) -> torch.Tensor:
         """Float32 ``C x H x W`` logits of one uint8 HxWx3 image at its native size (CPU).
 
-        The image is first resized by ``infer_scale`` (bilinear, antialiased when shrinking).
+        The image is first resized by ``infer_scale`` times `work_scale` (bilinear,
+        antialiased when shrinking).
         Images larger than ``tile_size`` are then covered by overlapping tiles (stride
         ``tile_size * (1 - tile_overlap)``, the last tile flush with the border) whose logits are
         averaged where they overlap; each tile (or the whole image) is padded at the bottom and
@@ -508,11 +523,11 @@ class TorchSegmenter(Segmenter):
         x = self._normalize(torch.tensor(np.asarray(image), device=device)
                             .permute(2, 0, 1)[None])
         native = tuple(image.shape[:2])
-        if p.infer_scale != 1.0:
-            size = (max(1, round(native[0] * p.infer_scale)),
-                    max(1, round(native[1] * p.infer_scale)))
+        factor = self.work_scale(*native) * p.infer_scale
+        if factor != 1.0:
+            size = (max(1, round(native[0] * factor)), max(1, round(native[1] * factor)))
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
-                              antialias=p.infer_scale < 1)
+                              antialias=factor < 1)
         x = x[0]
         h, w = x.shape[1:]
         tile = p.tile_size if p.tile_size > 0 else max(h, w)
