@@ -12,8 +12,9 @@
   background class with the reason it is there).
 - **Grad-CAM** at the last residual block's ``ln_1`` over the patch tokens (class token
   removed): channel weights are the gradients averaged over the patches, the map is the ReLU
-  of the weighted sum, min-max normalised per image (pytorch-grad-cam's ``GradCAM`` with a
-  reshape transform computes the same; tests/test_clip.py checks it to 1e-5). The image
+  of the weighted sum, normalised per image as pytorch-grad-cam normalises (`minmax`),
+  upsampled bilinearly to the image and normalised again (pytorch-grad-cam's ``GradCAM`` with
+  a reshape transform gives the same maps; tests/test_clip.py checks them to 1e-5). The image
   feature is, as in CLIP-ES, the mean of the final patch tokens after ``ln_post`` projected
   (``pool=patch_mean``), or CLIP's own class token (``pool=class_token``).
 - **Input.** The image keeps its aspect ratio; each side is resized up to the next multiple of
@@ -26,9 +27,9 @@
   attention (heads averaged) of the last ``caa_layers`` blocks is averaged, normalised by
   columns then rows ``caa_sinkhorn`` times (Sinkhorn), symmetrised and squared; only the
   columns inside the boxes of the connected regions (8-connected) of CAM > ``caa_threshold``
-  × its maximum propagate, and the refined CAM is that matrix times the CAM, min-max
-  normalised again. (CLIP-ES's boxes drop a box's last row and column at the image border; here
-  a box covers its region whole.)
+  × its maximum propagate, and the refined CAM is that matrix times the CAM, normalised
+  again. (CLIP-ES's boxes drop a box's last row and column at the image border; here a box
+  covers its region whole.)
 
 ``clip_verify`` asks CLIP about each connected smoke component (8-connected) of its input (a
 soft map read at its input's calibrated threshold, or a label map's 1s): the component's box
@@ -239,7 +240,7 @@ class ClipModel:
         import torch
         import torch.nn.functional as F
 
-        x = torch.from_numpy(np.ascontiguousarray(batch[..., :3])).to(self.device)
+        x = torch.from_numpy(np.array(batch[..., :3], np.uint8, order="C")).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255)
         if tuple(x.shape[-2:]) != tuple(size):
             shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
@@ -322,21 +323,24 @@ def _model_from_file(stage: str, name: str, path: Path, quick_gelu: bool) -> Any
     import open_clip
 
     if _is_torchscript(path):  # OpenAI's original files (ViT-B-16.pt) are TorchScript archives
+        import warnings
+
         import torch
         from open_clip.model import build_model_from_openai_state_dict
 
         try:
-            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            with warnings.catch_warnings():  # torch.jit is deprecated; OpenAI's files need it
+                warnings.simplefilter("ignore", FutureWarning)
+                state = torch.jit.load(str(path), map_location="cpu").state_dict()
             model = build_model_from_openai_state_dict(state, quick_gelu=True, cast_dtype=None)
         except Exception as exc:
             raise WeightsError(f"{stage}: cannot read OpenAI CLIP file {path} "
-                               f"({type(exc).__name__}: {str(exc)[:200]})") from None
-        expected = open_clip.create_model(name, device="cpu", load_weights=False,
-                                          force_quick_gelu=True) \
-            if ":" not in name else None
-        if expected is not None and _shapes(expected) != _shapes(model):
-            raise WeightsError(f"{stage}: {path} holds another architecture than "
-                               f"model={name} (OpenAI file; pass its model name)")
+                               f"({type(exc).__name__}: {str(exc).strip()[:200]})") from None
+        config = open_clip.get_model_config(name) if ":" not in name else None
+        if config is not None and _model_dims(model) not in (None, _dims(config)):
+            raise WeightsError(f"{stage}: {path} is an OpenAI CLIP file of another "
+                               f"architecture than model={name} ({_model_dims(model)} vs "
+                               f"{_dims(config)}: embed_dim, vision width, layers, patch)")
         open_clip.set_model_preprocess_cfg(model, {
             "size": model.visual.image_size, "mode": "RGB", "mean": open_clip.OPENAI_DATASET_MEAN,
             "std": open_clip.OPENAI_DATASET_STD, "interpolation": "bicubic",
@@ -360,8 +364,20 @@ def _is_torchscript(path: Path) -> bool:
         return any("/code/" in n or n.startswith("code/") for n in archive.namelist()[:200])
 
 
-def _shapes(model: Any) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+def _dims(config: dict[str, Any]) -> tuple[int, int, int, int]:
+    """(embed_dim, vision width, vision layers, patch size) of an open_clip model config."""
+    vision = config.get("vision_cfg", {})
+    return (int(config.get("embed_dim", 0)), int(vision.get("width", 0)),
+            int(vision.get("layers", 0)), int(vision.get("patch_size", 0)))
+
+
+def _model_dims(model: Any) -> tuple[int, int, int, int] | None:
+    """The same four numbers of a built model (None: not a ViT image tower)."""
+    visual = model.visual
+    if not all(hasattr(visual, a) for a in ("proj", "conv1", "transformer")):
+        return None
+    return (int(visual.proj.shape[1]), int(visual.conv1.weight.shape[0]),
+            len(visual.transformer.resblocks), int(visual.conv1.kernel_size[0]))
 
 
 def vision_transformer(stage: str, model: Any) -> Any:
@@ -463,8 +479,9 @@ def clip_gradcam(visual: Any, x: Any, text: Any, scale: float,
             feat = y[:, 1:].mean(1) if pool == "patch_mean" else y[:, 0]
             if visual.proj is not None:
                 feat = feat @ visual.proj
-            feat = F.normalize(feat.float(), dim=-1)
-            probs = (scale * feat @ text.T).softmax(dim=-1)
+            with torch.autocast(x.device.type, enabled=False):  # the softmax in float32
+                feat = F.normalize(feat.float(), dim=-1)
+                probs = (scale * feat @ text.float().T).softmax(dim=-1)
             (grad,) = torch.autograd.grad(probs[:, 0].sum(), leaf[0])
     finally:
         for h in hooks:
@@ -473,8 +490,9 @@ def clip_gradcam(visual: Any, x: Any, text: Any, scale: float,
     if not batch_first:
         act, grad = act.transpose(0, 1), grad.transpose(0, 1)
     act, grad = act[:, 1:].float(), grad[:, 1:].float()
-    weights = grad.mean(1)  # (B, C): gradients averaged over the patch positions
-    cam = torch.relu(torch.einsum("bnc,bc->bn", act, weights)).view(-1, *grid)
+    with torch.autocast(x.device.type, enabled=False):
+        weights = grad.mean(1)  # (B, C): gradients averaged over the patch positions
+        cam = torch.relu(torch.einsum("bnc,bc->bn", act, weights)).view(-1, *grid)
     attn = None
     if attention:
         attn = torch.stack(attention).mean(0)[:, 1:, 1:]

@@ -243,6 +243,23 @@ def test_caa_cam_runs_in_batches_and_matches_one_by_one(tiny: Path) -> None:
     assert not any(p.requires_grad for p in cam.clip().model.parameters())
 
 
+def test_low_precision_autocast_keeps_the_maps(tiny: Path) -> None:
+    """On CUDA the image tower runs under float16 autocast; the CPU's bfloat16 autocast stands
+    in for it here: the softmax and the CAM arithmetic stay float32, the maps stay close."""
+    cam = stage("clip", model="tiny-test", checkpoint=str(tiny), caa=True, caa_layers=2)
+    clip = cam.clip()
+    text = clip.text_features(cam.params.smoke, cam.params.background, cam.params.template)
+    x = clip.preprocess(np.stack(images(2, 48, 80, seed=4)), (48, 80))
+    full = module().clip_gradcam(clip.model.visual, x, text, clip.logit_scale(), "patch_mean", 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = module().clip_gradcam(clip.model.visual, x, text, clip.logit_scale(),
+                                    "patch_mean", 2)
+    assert low.cam.dtype == low.probs.dtype == low.attention.dtype == torch.float32
+    a, b = module().minmax(full.cam), module().minmax(low.cam)
+    assert float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]) > 0.999
+    torch.testing.assert_close(low.probs, full.probs, atol=2e-2, rtol=0)
+
+
 # --------------------------------------------------------------------------- the softmax
 def expected_hand_cam(counts: tuple[int, int, int], background: tuple[str, ...]
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -490,6 +507,39 @@ def test_loading_errors_are_one_line(tiny: Path, tmp_path: Path,
         stage("clip", pretrained="openai").clip()
 
 
+def test_openai_torchscript_files_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenAI's own files (ViT-B-16.pt) are TorchScript archives of fp16 weights with QuickGELU;
+    a tiny one is built the same way (widths of 64: OpenAI's files have 64-wide heads)."""
+    import warnings
+
+    config = {"embed_dim": 32, "quick_gelu": True,
+              "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1,
+                           "layers": 1}}
+    monkeypatch.setitem(factory._MODEL_CONFIGS, "tiny-openai", config)
+    monkeypatch.setitem(factory._MODEL_CONFIGS, "tiny-openai-deep",
+                        {**config, "vision_cfg": {**config["vision_cfg"], "layers": 3}})
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-openai").eval()
+    mask = model.attn_mask  # a plain attribute in OpenAI's model, not in its state dict
+    del model._buffers["attn_mask"]
+    model.attn_mask = mask
+    path = tmp_path / "tiny-openai.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(model), str(path))
+    verify = stage("clip_verify", model="tiny-openai", checkpoint=str(path))
+    loaded = verify.clip().model
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_image(x), model.encode_image(x), atol=2e-3,
+                                   rtol=0)  # the file's weights, rounded to float16
+    assert verify.clip().mean == tuple(open_clip.OPENAI_DATASET_MEAN)
+    with pytest.raises(WeightsError, match=r"OpenAI CLIP file of another architecture than "
+                                           r"model=tiny-openai-deep"):
+        stage("clip_verify", model="tiny-openai-deep", checkpoint=str(path)).clip()
+
+
 # --------------------------------------------------------------------------- through the CLI
 @pytest.fixture
 def cli(write_dataset: Any, tmp_path: Path, smoke5k_root: Path) -> dict:
@@ -539,16 +589,28 @@ def test_cli_named_clip_without_weights_is_one_line(cli: dict,
 def test_cli_runs_the_three_stages_from_a_checkpoint_file(
         tiny: Path, cli: dict, capsys: pytest.CaptureFixture[str]) -> None:
     weights = f"model=tiny-test,checkpoint={tiny}"
-    spec = f"clip[{weights}]+clip_verify[{weights}]+clip_ignore"
+    prompts = "smoke=industrial smoke:exhaust smoke,background=steam:sky"
+    spec = f"clip[{weights},{prompts}]+clip_verify[{weights}]+clip_ignore"
     assert main([*cli["base"], "--methods", spec]) == 0
     err = capsys.readouterr().err
     assert "CLIP-ES CAMs of 4 images" in err and "CLIP asked about" in err
     records = {r["method"]: r for r in load_records(cli["out"])}
-    first = records[f"clip[{weights}]"]
-    assert first["weights"] == {"clip": "file"} and 0 <= first["metrics"]["mIoU"] <= 1
+    first = records[f"clip[{weights},{prompts}]"]
+    assert first["weights"] == {"clip": "file"} and 0 <= first["metrics"]["mIoU"] <= 100
+    params = first["config"]["stages"][0]["params"]
+    assert params["smoke"] == ["industrial smoke", "exhaust smoke"]
+    assert params["background"] == ["steam", "sky"]
     last = records[spec]
     assert last["weights"] == {"clip": "file", "clip_verify": "file"}
     assert last["output"] == "labels" and "mIoU" in last["metrics"]
+
+
+def test_cli_clip_ignore_must_follow_clip_verify(cli: dict,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*cli["base"], "--methods", "dark_channel+clip_ignore"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("bench: error: clip_ignore must follow clip_verify (its input is "
+                       "clip_verify's component scores), not 'dark_channel'")
 
 
 ORACLE = '''
