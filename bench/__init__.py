@@ -72,6 +72,14 @@ _EXPORTS = {
     "register_merge": "bench.mask_merge",
     "merge_labels": "bench.mask_merge",
     "ignore_disagreement": "bench.mask_merge",
+    # pixel pairs and the random walk of AffinityNet/IRN (torch-free)
+    "pair_offsets": "bench.pixel_pairs",
+    "pair_paths": "bench.pixel_pairs",
+    "pair_labels": "bench.pixel_pairs",
+    "path_affinities": "bench.random_walk",
+    "random_walk": "bench.random_walk",
+    "dense_random_walk": "bench.random_walk",
+    "propagate": "bench.random_walk",
     # torch building blocks (bench.nn)
     "ClassifierCam": "bench.nn.classifier_cam",
     "TrainSettings": "bench.nn.train",
@@ -81,6 +89,12 @@ _EXPORTS = {
     "IMAGENET_MEAN": "bench.nn.segmenter",
     "IMAGENET_STD": "bench.nn.segmenter",
     "DenseCRFLoss": "bench.nn.crf_loss",
+    "BoundarySettings": "bench.nn.boundary_net",
+    "BoundaryNet": "bench.nn.boundary_net",
+    "build_boundary_net": "bench.nn.boundary_net",
+    "train_boundary_net": "bench.nn.boundary_net",
+    "save_boundary_net": "bench.nn.boundary_net",
+    "load_boundary_net": "bench.nn.boundary_net",
 }
 
 __all__ = sorted(_EXPORTS)
