@@ -127,6 +127,25 @@ def build_parser(include: Sequence[str] = ()) -> argparse.ArgumentParser:
     p_run.add_argument("--n-boot", type=int, default=1000,
                        help="bootstrap resamples for confidence intervals (default: 1000)")
     p_run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _cluster_arguments(p_run)
+
+    p_status = sub.add_parser(
+        "status", parents=[common], help="the state of each cell of the last run",
+        description="Each cell of the last 'bench run' in a run folder: done, running, waiting "
+                    "or failed (with its one-line error and its log).")
+    p_status.add_argument("--out", type=Path, default=Path("results"),
+                          help="run folder (default: results)")
+
+    p_fetch = sub.add_parser(
+        "fetch-weights", parents=[common], help="download the hub weights pipelines need",
+        description="Download every hub weight the named pipelines need into the weights cache "
+                    "($BENCH_WEIGHTS, default ~/.cache/smoke-wsss-bench/weights) and print "
+                    "each file with its SHA-256. Runs read weights=hub from there first; run "
+                    "this on a login node before submitting to offline compute nodes.")
+    p_fetch.add_argument("--methods", default=DEFAULT_METHODS, metavar="SPECS",
+                         help="pipelines as for 'bench run' (default: '*')")
+    p_fetch.add_argument("--profile", default="quick", choices=("quick", "full"),
+                         help="the profile the runs will use (default: quick)")
 
     p_table = sub.add_parser("table", parents=[common], help="render tables from records",
                              description="Render records as leaderboards, pivots or "
@@ -178,6 +197,49 @@ def build_parser(include: Sequence[str] = ()) -> argparse.ArgumentParser:
     p_cmp.add_argument("--metric", default="mIoU")
     p_cmp.add_argument("--out", type=Path, default=Path("results"))
     return parser
+
+
+def _cluster_arguments(p_run: argparse.ArgumentParser) -> None:
+    """Options of the executors: local workers, SLURM through submitit, staging, DDP."""
+    g = p_run.add_argument_group(
+        "executors", "where cells run: here (one after another, or --jobs N worker processes) "
+        "or as a SLURM job array (--executor slurm, returns after submitting; see "
+        "docs/snellius.md and 'bench status')")
+    g.add_argument("--executor", default="local", choices=("local", "slurm"),
+                   help="local: in this machine's processes; slurm: one job array through "
+                        "submitit (default: local)")
+    g.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="local: run cells in N worker processes; shared stages are computed "
+                        "once (default: 1)")
+    g.add_argument("--max-parallel", type=int, default=0, metavar="N",
+                   help="slurm: at most N array tasks at a time (default: all)")
+    g.add_argument("--cluster", default="snellius", metavar="NAME|PATH",
+                   help="slurm: shipped cluster profile (snellius) or a TOML file of the same "
+                        "schema (default: snellius)")
+    g.add_argument("--gpu-profile", default="", metavar="NAME",
+                   help="slurm: profile of cells that run networks (default: the cluster's, "
+                        "gpu_a100 on snellius; also gpu_h100)")
+    g.add_argument("--cpu-profile", default=None, metavar="NAME",
+                   help="slurm: profile of cells that need no GPU (default: the cluster's, "
+                        "genoa on snellius; 'none': with the GPU cells)")
+    for flag, kind, what in (("--partition", str, "partition"),
+                             ("--gpus-per-node", int, "GPUs per task"),
+                             ("--cpus-per-task", int, "CPU cores per task"),
+                             ("--mem", str, "memory per task, e.g. 120G"),
+                             ("--time", str, "time limit per task, HH:MM:SS"),
+                             ("--account", str, "account (budget) to charge")):
+        g.add_argument(flag, type=kind, default=None, help=f"slurm: {what} (overrides the "
+                                                           "profile)")
+    g.add_argument("--setup", action="append", default=None, metavar="LINE",
+                   help="slurm: a line the batch script runs before the task (after the "
+                        "profile's; repeatable)")
+    g.add_argument("--stage-data", action="store_true",
+                   help="copy (or extract, for an archive root) each data root to $TMPDIR "
+                        "first: under slurm at the start of each job")
+    g.add_argument("--gpus", type=int, default=1, metavar="N",
+                   help="train classifier and segmenter stages with DDP over N processes (one "
+                        "per GPU; NCCL on CUDA, gloo on CPU); slurm asks for N GPUs per task "
+                        "(default: 1)")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -244,21 +306,119 @@ def cmd_run(args: argparse.Namespace) -> int:
         if blocked and spec.text in named:
             raise blocked[0]
     datasets = DATASETS.select(split_top_level(args.datasets, ","))
+    if args.jobs < 1 or args.gpus < 1 or args.max_parallel < 0:
+        raise ConfigError("--jobs and --gpus must be >= 1, --max-parallel >= 0")
     options = RunOptions(out=args.out, profile=args.profile, device=args.device, seed=args.seed,
                          data_roots=_data_roots(args.data_root), include=list(args.include),
-                         limit=args.limit, progress=not args.no_progress, n_boot=args.n_boot)
-    for ds in datasets:  # fail before any work if a data root is missing
-        resolve_root(DATASETS.get(ds), options.data_roots)
+                         limit=args.limit, progress=not args.no_progress, n_boot=args.n_boot,
+                         gpus=args.gpus)
     train_on = DATASETS.get(args.train_on).name if args.train_on else ""
-    if train_on:
-        resolve_root(DATASETS.get(train_on), options.data_roots)
+    roots = [*datasets, *([train_on] if train_on else [])]
+    if args.stage_data:  # folders or archives; a local run stages them once, here
+        from bench.staging import root_source, stage_options
+
+        for ds in roots:
+            root_source(ds, options.data_roots)
+        if args.executor == "local":
+            options = stage_options(options, roots)
+    if args.executor == "local" or not args.stage_data:
+        for ds in roots:  # fail before any work if a data root is missing
+            resolve_root(DATASETS.get(ds), options.data_roots)
     cells = [Cell(spec.text, ds, args.split, options, train_on,
                   optional=spec.text not in named) for ds in datasets for spec in specs]
     print(f"bench run: {len(specs)} method(s) x {len(datasets)} data set(s), split "
           f"{args.split}, profile {args.profile}", file=sys.stderr)
-    run_cells(cells)
+    if args.executor == "slurm":
+        return _submit_slurm(args, cells, [spec.text for spec in specs])
+    from bench.status import RunLog
+
+    log = RunLog.create(args.out, cells, "local", workers=args.jobs)
+    run_cells(cells, jobs=args.jobs, log=log)
     board = write_leaderboard(args.out)
     print(board)
+    return 0
+
+
+def _submit_slurm(args: argparse.Namespace, cells: list, specs: list[str]) -> int:
+    """``bench run --executor slurm``: check weights, skip done cells, submit, return."""
+    try:
+        from bench.slurm import load_cluster, submit_cells
+    except ImportError as exc:
+        raise ConfigError(f"--executor slurm needs submitit ({exc}): pip install "
+                          "'smoke-wsss-bench[slurm]'") from None
+    from bench.status import RunLog, cell_done
+    from bench.weight_cache import fetch_command, missing_weights, weights_dir
+
+    cluster = load_cluster(args.cluster)
+    overrides = {"partition": args.partition, "gpus_per_node": args.gpus_per_node,
+                 "cpus_per_task": args.cpus_per_task, "mem": args.mem, "time": args.time,
+                 "account": args.account, "setup": args.setup}
+    for name in {args.gpu_profile or cluster.gpu, *([args.cpu_profile] if args.cpu_profile
+                                                   not in (None, "", "none") else [])}:
+        cluster.resources(name, overrides)  # a bad profile or field fails before submitting
+    missing = missing_weights(specs, args.profile)
+    if missing:  # compute nodes are offline
+        raise ConfigError(f"hub weights missing from the weights cache {weights_dir()}: "
+                          f"{', '.join(map(str, missing))}; run "
+                          f"'{fetch_command(specs, args.profile)}' on a login node first")
+    log = RunLog.create(args.out, cells, "slurm", cluster=str(cluster.path))
+    memo: dict = {}
+    todo = []
+    for n, cell in enumerate(cells):
+        if not args.stage_data and cell_done(cell, memo):
+            log.write_cell(n, "done", summary="done in an earlier run")
+        else:
+            todo.append(n)
+    if not todo:
+        print(f"bench run: all {len(cells)} cells are done; nothing to submit "
+              f"('bench table --out {args.out}')", file=sys.stderr)
+        write_leaderboard(args.out)
+        return 0
+    submitted = submit_cells(cells, todo, log, cluster, overrides, gpu_profile=args.gpu_profile,
+                             cpu_profile=args.cpu_profile, max_parallel=args.max_parallel,
+                             stage_data=args.stage_data, gpus=args.gpus)
+    folder = args.out / "slurm" / log.run_id
+    done = len(cells) - len(todo)
+    if done:
+        print(f"bench run: {done} of {len(cells)} cells are done already", file=sys.stderr)
+    for s in submitted:
+        array = s.job_ids[0].split("_")[0]
+        res = s.resources
+        print(f"submitted job array {array}: {len(s.job_ids)} task(s) on {res.partition or '?'}"
+              f" (profile {res.profile}, {res.gpus_per_node} GPU, {res.cpus_per_task} CPUs, "
+              f"{res.time})")
+    print(f"logs: {folder}")
+    print(f"follow: bench status --out {args.out}; then: bench table --out {args.out}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bench.status import RunLog, render
+
+    log = RunLog.last(args.out)
+    print(render(log.statuses(), log.run_id), end="")
+    return 0
+
+
+def cmd_fetch_weights(args: argparse.Namespace) -> int:
+    from bench.spec import expand_methods
+    from bench.weight_cache import fetch, pipeline_hub_weights, weights_dir
+
+    needed = []
+    for spec in expand_methods(args.methods):
+        for weight in pipeline_hub_weights(spec, args.profile):
+            if weight not in needed:
+                needed.append(weight)
+    root = weights_dir()
+    if not needed:
+        print(f"nothing to fetch: no stage of these pipelines reads hub weights under profile "
+              f"{args.profile} (weights cache: {root})")
+        return 0
+    for weight in needed:
+        path, digest, fetched = fetch(weight, root)
+        size = path.stat().st_size / 2**20
+        print(f"{'stored' if fetched else 'cached'} {weight}: {path} sha256 {digest} "
+              f"({size:.1f} MiB)")
     return 0
 
 
@@ -370,7 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         _registries(include)  # report a broken plugin or dataset file (--help tolerated it)
         command = {"list": cmd_list, "show": cmd_show, "run": cmd_run, "table": cmd_table,
-                   "compare": cmd_compare}[args.command]
+                   "compare": cmd_compare, "status": cmd_status,
+                   "fetch-weights": cmd_fetch_weights}[args.command]
         return command(args)
     except BenchError as exc:
         debug = "--debug" in argv or os.environ.get("BENCH_DEBUG", "") not in ("", "0")

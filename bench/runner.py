@@ -14,7 +14,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,8 @@ class RunOptions:
     limit: int | None = None
     progress: bool = True
     n_boot: int = 1000
+    #: processes (GPUs) that train each classifier and segmenter stage with DDP (`bench.ddp`)
+    gpus: int = 1
 
 
 @dataclass
@@ -240,7 +242,7 @@ class CellRunner:
         return RunContext(device=self.opts.device, profile=self.opts.profile, seed=self.opts.seed,
                           workdir=workdir, progress=self.opts.progress,
                           extra={"dataset": self.dataset.name, "stage": state.spec_text,
-                                 "cache_root": self.cache_root})
+                                 "cache_root": self.cache_root, "gpus": self.opts.gpus})
 
     def ensure_ready(self, states: list[StageState], i: int, data: SplitData) -> Plugin:
         """Build stage ``i``'s plugin and train it (or load its trained state from the cache)."""
@@ -261,21 +263,24 @@ class CellRunner:
         if plugin.trainable:
             directory = model_dir(self.cache_root, state.model_key or state.key)
             done = model_done(directory)
-            if done is not None:
-                with self.blame(i, f"loading its trained state from {directory}"):
-                    plugin.load(directory)
-                state.timings.setdefault("fit_s", float(done.get("fit_s", 0.0)))
-            else:
-                seed_everything(self.opts.seed)
-                start = time.perf_counter()
-                self.fit(states, i, plugin, data)
-                state.timings["fit_s"] = time.perf_counter() - start
+            # parallel cells: one trains, the others wait for its DONE marker (bench.locks)
+            with self.lock(directory, done is not None, f"the training of {state.spec_text}"):
+                done = done or model_done(directory)
+                if done is not None:
+                    with self.blame(i, f"loading its trained state from {directory}"):
+                        plugin.load(directory)
+                    state.timings.setdefault("fit_s", float(done.get("fit_s", 0.0)))
+                else:
+                    seed_everything(self.opts.seed)
+                    start = time.perf_counter()
+                    self.fit(states, i, plugin, data)
+                    state.timings["fit_s"] = time.perf_counter() - start
 
-                def save(tmp: Path) -> None:
-                    with self.blame(i, "saving its trained state"):
-                        plugin.save(tmp)
+                    def save(tmp: Path) -> None:
+                        with self.blame(i, "saving its trained state"):
+                            plugin.save(tmp)
 
-                save_model(directory, save, state.timings["fit_s"])
+                    save_model(directory, save, state.timings["fit_s"])
         state.ready = True
         return plugin
 
@@ -361,25 +366,26 @@ class CellRunner:
         cache = StageCache(self.cache_root, state.key)
         if split not in state.maps:
             path = cache.maps_path(split, data.fingerprints[split])
-            if path.exists():
-                state.maps[split], timing = cache.load_maps(path)
-                if timing is not None:
-                    state.timings.setdefault(f"infer_{split}_s", timing)
-            else:
-                # train (or load) this stage and compute its inputs first, so that the timing
-                # below is this stage's inference alone
-                plugin = self.ensure_ready(states, i, data)
-                if isinstance(plugin, Refiner):
-                    self.maps(states, i - 1, split, data)
-                start = time.perf_counter()
-                computed = self.compute_maps(states, i, split, data)
-                elapsed = time.perf_counter() - start
-                state.timings[f"infer_{split}_s"] = elapsed
-                state.maps[split] = cache.save_maps(path, samples.ids, computed, elapsed)
-                note = plugin.summary()
-                if note:
-                    print(f"bench: {state.spec_text} on {self.dataset.name}/{split}: {note}",
-                          file=sys.stderr, flush=True)
+            with self.lock(path, path.exists(), f"the maps of {state.spec_text} on {split}"):
+                if path.exists():
+                    state.maps[split], timing = cache.load_maps(path)
+                    if timing is not None:
+                        state.timings.setdefault(f"infer_{split}_s", timing)
+                else:
+                    # train (or load) this stage and compute its inputs first, so that the
+                    # timing below is this stage's inference alone
+                    plugin = self.ensure_ready(states, i, data)
+                    if isinstance(plugin, Refiner):
+                        self.maps(states, i - 1, split, data)
+                    start = time.perf_counter()
+                    computed = self.compute_maps(states, i, split, data)
+                    elapsed = time.perf_counter() - start
+                    state.timings[f"infer_{split}_s"] = elapsed
+                    state.maps[split] = cache.save_maps(path, samples.ids, computed, elapsed)
+                    note = plugin.summary()
+                    if note:
+                        print(f"bench: {state.spec_text} on {self.dataset.name}/{split}: {note}",
+                              file=sys.stderr, flush=True)
         return cache.ordered(state.maps[split], samples.ids)
 
     def compute_maps(self, states: list[StageState], i: int, split: str,
@@ -419,6 +425,15 @@ class CellRunner:
                                         plugin.output) for p, s in zip(preds, batch, strict=True))
             return out
         raise TypeError(f"unknown plugin type {who}")
+
+    def lock(self, artifact: Path, exists: bool, what: str) -> AbstractContextManager[None]:
+        """The lock of a cache artifact that does not exist yet (`bench.locks`): parallel
+        cells compute it once; nothing to lock when it exists."""
+        if exists:
+            return nullcontext()
+        from bench.locks import artifact_lock
+
+        return artifact_lock(self.cache_root, artifact, what)
 
     @contextmanager
     def blame(self, i: int, doing: str) -> Iterator[None]:
@@ -551,7 +566,12 @@ class CellRunner:
                                    for k, v in asdict(self.opts).items()}},
             "provenance": provenance(),
         }
-        write_record(self.opts.out, rec, score.per_image_areas, score.image_ids, score.units)
+        from bench.locks import artifact_lock
+        from bench.records import record_path
+
+        # parallel cells write shared prefix records; write_record reads the old one first
+        with artifact_lock(self.cache_root, record_path(self.opts.out, rec), "a record"):
+            write_record(self.opts.out, rec, score.per_image_areas, score.image_ids, score.units)
         return rec
 
     def not_run_record(self, states: list[StageState], i: int, data: SplitData,

@@ -98,12 +98,12 @@ def resolve_weights(weights: str, pretrained: bool, backbone: str) -> WeightsSpe
     text = (weights or "").strip()
     low = text.lower()
     if low in ("", "none", "random", "scratch"):
-        return WeightsSpec("hub") if pretrained else WeightsSpec("none")
+        return hub_weights_spec(backbone) if pretrained else WeightsSpec("none")
     if pretrained and low != "hub":
         raise WeightsError(f"pretrained=true asks for hub weights but weights={text} asks for "
                            "others; give one of them")
     if low == "hub":
-        return WeightsSpec("hub")
+        return hub_weights_spec(backbone)
     if low == "package":
         if backbone not in PACKAGE_BACKBONES:
             raise WeightsError(f"weights=package holds EfficientNet-Lite0 weights; backbone "
@@ -113,6 +113,15 @@ def resolve_weights(weights: str, pretrained: bool, backbone: str) -> WeightsSpe
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     return WeightsSpec("file", str(path.resolve()))
+
+
+def hub_weights_spec(backbone: str) -> WeightsSpec:
+    """``weights=hub`` of a timm backbone: the weights cache's file first (`bench fetch-weights`,
+    `bench.weight_cache`), else timm's hub download."""
+    from bench.weight_cache import HubWeight, cached
+
+    path = cached(HubWeight("timm", backbone))
+    return WeightsSpec("file", str(path)) if path is not None else WeightsSpec("hub")
 
 
 # --------------------------------------------------------------------------- origins (records)

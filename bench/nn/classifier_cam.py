@@ -145,6 +145,12 @@ class ClassifierCam(CamSource):
         """The classifier's initial weights (``weights`` / ``pretrained``), for records."""
         return weights_origin(params.weights, params.pretrained)
 
+    @classmethod
+    def hub_weights(cls, params: Any, profile: str) -> list[dict[str, str]]:
+        """The timm weights ``weights=hub`` downloads (`bench.weight_cache`, fetch-weights)."""
+        hub = weights_origin(params.weights, params.pretrained) == "hub"
+        return [{"kind": "timm", "name": params.backbone}] if hub else []
+
     # ----------------------------------------------------------------- model
     @property
     def batch_size(self) -> int:  # type: ignore[override]
