@@ -326,10 +326,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             resolve_root(DATASETS.get(ds), options.data_roots)
     cells = [Cell(spec.text, ds, args.split, options, train_on,
                   optional=spec.text not in named) for ds in datasets for spec in specs]
-    print(f"bench run: {len(specs)} method(s) x {len(datasets)} data set(s), split "
-          f"{args.split}, profile {args.profile}", file=sys.stderr)
+    header = (f"bench run: {len(specs)} method(s) x {len(datasets)} data set(s), split "
+              f"{args.split}, profile {args.profile}")
     if args.executor == "slurm":
-        return _submit_slurm(args, cells, [spec.text for spec in specs])
+        return _submit_slurm(args, cells, [spec.text for spec in specs], header)
+    print(header, file=sys.stderr)
     from bench.status import RunLog
 
     log = RunLog.create(args.out, cells, "local", workers=args.jobs)
@@ -339,7 +340,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _submit_slurm(args: argparse.Namespace, cells: list, specs: list[str]) -> int:
+def _submit_slurm(args: argparse.Namespace, cells: list, specs: list[str], header: str) -> int:
     """``bench run --executor slurm``: check weights, skip done cells, submit, return."""
     try:
         from bench.slurm import load_cluster, submit_cells
@@ -361,6 +362,7 @@ def _submit_slurm(args: argparse.Namespace, cells: list, specs: list[str]) -> in
         raise ConfigError(f"hub weights missing from the weights cache {weights_dir()}: "
                           f"{', '.join(map(str, missing))}; run "
                           f"'{fetch_command(specs, args.profile)}' on a login node first")
+    print(header, file=sys.stderr)
     log = RunLog.create(args.out, cells, "slurm", cluster=str(cluster.path))
     memo: dict = {}
     todo = []
