@@ -235,7 +235,11 @@ class ClipModel:
         return float(min(float(self.model.logit_scale.exp()), 100.0))
 
     def preprocess(self, batch: np.ndarray, size: tuple[int, int]) -> Any:
-        """uint8 images (B, H, W, 3) -> normalised float tensor (B, 3, *size) on the device
+        """uint8 images (B, H, W, 3) -> normalised float tensor (B, 3, *size) on the device."""
+        return self.normalize(self.resized(batch, size))
+
+    def resized(self, batch: np.ndarray, size: tuple[int, int]) -> Any:
+        """uint8 images (B, H, W, 3) -> float tensor (B, 3, *size) in [0, 1] on the device
         (bicubic, antialiased when shrinking)."""
         import torch
         import torch.nn.functional as F
@@ -246,8 +250,14 @@ class ClipModel:
             shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
             x = F.interpolate(x, size=size, mode="bicubic", align_corners=False,
                               antialias=shrink).clamp_(0, 1)
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return x
+
+    def normalize(self, x: Any) -> Any:
+        """``(x - mean) / std`` per channel, for a (B, 3, H, W) tensor in [0, 1]."""
+        import torch
+
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         return (x - mean) / std
 
 
@@ -819,9 +829,8 @@ class ClipVerify(Refiner):
             crops = []
             for box in boxes[first:first + p.batch_infer]:
                 x0, y0, x1, y1 = crop_box(box, image.shape[:2], p.margin)
-                crop = clip.preprocess(image[None, y0:y1, x0:x1], clip.input_size)
-                crops.append(crop)
-            x = torch.cat(crops)
+                crops.append(clip.resized(image[None, y0:y1, x0:x1], clip.input_size))
+            x = clip.normalize(torch.cat(crops))
             autocast = torch.autocast("cuda", dtype=torch.float16) if half \
                 else contextlib.nullcontext()
             with torch.no_grad(), autocast:

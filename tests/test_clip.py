@@ -38,10 +38,10 @@ from bench.stages import RunContext
 from bench.weights import WeightsError
 
 
-def tiny_config(image_size: int = 64) -> dict[str, Any]:
+def tiny_config(image_size: int = 64, layers: int = 2) -> dict[str, Any]:
     """A 2-block ViT of width 64 on 16-px patches; a 2-block text tower of width 32."""
     return {"embed_dim": 32,
-            "vision_cfg": {"image_size": image_size, "layers": 2, "width": 64,
+            "vision_cfg": {"image_size": image_size, "layers": layers, "width": 64,
                            "head_width": 32, "patch_size": 16, "mlp_ratio": 2.0},
             "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2,
                          "layers": 2, "mlp_ratio": 2.0}}
@@ -62,9 +62,9 @@ WORDS = {"smoke": E[0] + E[1], "steam": E[1], "sky": E[2], "cloud": E[2] + 0.1 *
 SCALE = 5.0  # exp(logit_scale)
 
 
-def build_tiny(image_size: int = 64) -> Any:
+def build_tiny(image_size: int = 64, layers: int = 2) -> Any:
     """The random ``tiny-test`` model (registers its config; seeded)."""
-    factory._MODEL_CONFIGS["tiny-test"] = tiny_config(image_size)
+    factory._MODEL_CONFIGS["tiny-test"] = tiny_config(image_size, layers)
     torch.manual_seed(0)
     return open_clip.create_model("tiny-test").eval()
 
