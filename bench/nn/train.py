@@ -7,6 +7,9 @@
   CUDA only, gradient clipping, a checkpoint after every epoch in ``ctx.workdir/train`` so that
   a killed training resumes where it stopped, validation accuracy and throughput (images/s) per
   epoch. Its settings are a `TrainSettings`, which a plugin's ``Params`` includes.
+- ``bench run --gpus N`` (``ctx.extra["gpus"]``): data-parallel over N processes (`bench.ddp`):
+  each rank trains on its shard of every global batch and gradients are averaged, so the
+  weights follow those of one process on the global batch; rank 0 writes checkpoint and log.
 
 Determinism: batch order and augmentation come from a generator seeded by (seed, epoch), so a
 resumed training draws what an uninterrupted one would. On CPU, the same seed gives the same
@@ -29,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench import ddp
 from bench.errors import ConfigError
 from bench.stages import RunContext
 
@@ -98,16 +102,21 @@ class TrainSettings:
     epoch_size: int = 0
 
 
-def augment(images: torch.Tensor, gen: torch.Generator, s: TrainSettings) -> torch.Tensor:
+def augment(images: torch.Tensor, gen: torch.Generator, s: TrainSettings,
+            rows: slice | None = None) -> torch.Tensor:
     """Random resized crop (area ``crop_scale``..1, aspect 3/4..4/3), h-flip, colour jitter.
 
-    ``images``: uint8 Bx3xSxS; returns float in [0, 1] of the same shape.
+    ``images``: uint8 Bx3xSxS; returns float in [0, 1] of the same shape, or only ``rows`` of
+    it (a DDP rank's shard: the random draws are those of the whole batch).
     """
-    x = images.float().div_(255)
-    b, _, size, _ = x.shape
-    out = torch.empty_like(x)
+    b = images.shape[0]
     u = torch.rand((b, 8), generator=gen)
-    for i in range(b):
+    if rows is not None:
+        images, u = images[rows], u[rows]
+    x = images.float().div_(255)
+    size = x.shape[-1]
+    out = torch.empty_like(x)
+    for i in range(x.shape[0]):
         img = x[i]
         if s.crop_scale < 1:
             area = s.crop_scale + (1 - s.crop_scale) * float(u[i, 0])
@@ -201,8 +210,16 @@ def train(module: nn.Module, step: Step, predict: Callable[[torch.Tensor], torch
     """
     if len(train_set) == 0:
         raise ConfigError("no labelled training images")
+    world = int((ctx.extra or {}).get("gpus", 1) or 1)
+    if world > 1 and not ddp.active():  # --gpus N: this process becomes rank 0 of N
+        return ddp.launch(train, world, ctx.torch_device().type, checkpoint_path(ctx).parent,
+                          module, step, predict, train_set, val_set, settings, ctx, desc=desc,
+                          frozen=frozen, fingerprint=fingerprint)
+    rank, world = ddp.rank_world()
     device = ctx.torch_device()
     module.to(device)
+    ddp.sync_batchnorm(module, device)
+    ddp.announce(device, desc)
     use_amp = bool(settings.amp and device.type == "cuda")
     n_all = len(train_set)
     n = min(settings.epoch_size, n_all) if settings.epoch_size > 0 else n_all
@@ -247,17 +264,26 @@ def train(module: nn.Module, step: Step, predict: Callable[[torch.Tensor], torch
         wall = time.perf_counter()
         for i in range(steps):
             idx = order[i * bs:(i + 1) * bs] if i < steps - 1 else order[i * bs:]
-            x = augment(train_set.images[idx], gen, settings).to(device)
-            y = labels[idx].to(device)
+            # DDP: this rank's shard of the global batch (augmented with the batch's draws)
+            rows = ddp.shard(len(idx), rank, world) if world > 1 else None
+            x = augment(train_set.images[idx], gen, settings, rows).to(device)
+            y = labels[idx][rows if rows is not None else slice(None)].to(device)
             start = time.perf_counter()
-            with torch.autocast(device.type, enabled=use_amp):
-                loss, logits, logs = step(x, y)
             opt.zero_grad(set_to_none=True)
+            if len(x):
+                with torch.autocast(device.type, enabled=use_amp):
+                    loss, logits, logs = step(x, y)
+                scaled = loss * ddp.loss_scale(len(x), len(idx)) if world > 1 else loss
+                if scaler is not None:
+                    scaler.scale(scaled).backward()
+                else:
+                    scaled.backward()
+            else:  # a last batch smaller than the world: nothing here, zeros to the sum
+                loss, logits, logs = torch.zeros(()), torch.zeros(0), {}
+            if world > 1:
+                ddp.all_reduce_grads(module.parameters())
             if scaler is not None:
-                scaler.scale(loss).backward()
                 scaler.unscale_(opt)
-            else:
-                loss.backward()
             if settings.clip_grad > 0:
                 nn.utils.clip_grad_norm_(module.parameters(), settings.clip_grad)
             if scaler is not None:
@@ -269,7 +295,7 @@ def train(module: nn.Module, step: Step, predict: Callable[[torch.Tensor], torch
             if device.type == "cuda":
                 torch.cuda.synchronize()
             busy += time.perf_counter() - start
-            k = len(idx)
+            k = len(x)
             seen += k
             loss_sum += float(loss.detach()) * k
             correct += int(((logits.detach() > 0).float() == y).sum())
@@ -278,6 +304,11 @@ def train(module: nn.Module, step: Step, predict: Callable[[torch.Tensor], torch
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)
             bar.update(k)
         bar.close()
+        if world > 1:  # the epoch's sums over every rank's shards
+            keys = sorted(sums)
+            totals = ddp.all_reduce_sum([seen, loss_sum, correct, *(sums[k] for k in keys)])
+            seen, loss_sum, correct = int(totals[0]), totals[1], int(totals[2])
+            sums = dict(zip(keys, totals[3:], strict=True))
         val_acc = None
         if val_set is not None and len(val_set):
             module.eval()
@@ -289,6 +320,8 @@ def train(module: nn.Module, step: Step, predict: Callable[[torch.Tensor], torch
                  "seconds": time.perf_counter() - wall,
                  **{k: v / seen for k, v in sums.items()}}
         history.append(entry)
+        if rank:  # rank 0 writes the checkpoint and the log
+            continue
         _atomic_torch_save({"fingerprint": stamp, "epoch": epoch, "module": module.state_dict(),
                             "opt": opt.state_dict(), "sched": sched.state_dict(),
                             "scaler": scaler.state_dict() if scaler is not None else None,
