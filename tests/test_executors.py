@@ -199,3 +199,36 @@ def test_status_without_a_run_says_so(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["status", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no run log in" in err
+
+
+@pytest.mark.parametrize("kind", ["folder", "archive"])
+def test_staged_data_hits_the_same_cache_entries(space: dict, smoke5k_root: Path, kind: str,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    out = space["tmp"] / "out"
+    methods = "ex_trained,ex_trained+ex_square"
+    assert main(["run", *space["args"], "--out", str(out), "--methods", methods]) == 0
+    assert len(fits(space["log"])) == 1
+    before = comparable(out)
+    space["log"].unlink()
+    shutil.rmtree(out / "records")
+    root = smoke5k_root
+    if kind == "archive":  # a root given as an archive with one top folder
+        root = Path(shutil.make_archive(str(space["tmp"] / "smoke5k"), "gztar",
+                                        smoke5k_root.parent, smoke5k_root.name))
+    scratch = space["tmp"] / "scratch"
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    capsys.readouterr()
+    assert main(["run", *space["args"], "--out", str(out), "--methods", methods,
+                 "--data-root", f"{space['name']}={root}", "--stage-data"]) == 0
+    assert f"bench: staged {root} to {scratch}" in capsys.readouterr().err
+    staged = next(scratch.glob("bench-data/*/root"))
+    assert sorted(p.name for p in staged.rglob("*.jpg")) == \
+        sorted(p.name for p in smoke5k_root.rglob("*.jpg"))
+    assert fits(space["log"]) == []  # the copy's content keys found the trained stage
+    after = comparable(out)
+    for rec in after.values():  # the data's fingerprints are the original's
+        rec["config"].pop("data_roots", None)
+    assert after == before
