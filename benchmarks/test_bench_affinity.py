@@ -105,7 +105,8 @@ def _compare(results: dict, key: str, size: int, out: np.ndarray, report: Any,
     report(f"random walk {size}x{size} cells (radius 5, beta 10, exp_times 8): sparse "
            f"{seconds * 1e3:.0f} ms, peak {memory:.0f} MiB; {what} {d_seconds:.2f} s, peak "
            f"{d_memory:.0f} MiB: {d_seconds / seconds:.0f}x faster, {d_memory / memory:.0f}x "
-           f"less memory; max difference {err:.1e} of the maximum")
+           f"less memory; max difference {err:.1e} of the maximum (both in float64, "
+           f"returned as float32)")
 
 
 def test_dense_walk_128(benchmark: Any, graphs: dict, results: dict, report: Any) -> None:
