@@ -148,18 +148,28 @@ def build_parser(include: Sequence[str] = ()) -> argparse.ArgumentParser:
                          help="the profile the runs will use (default: quick)")
 
     p_table = sub.add_parser("table", parents=[common], help="render tables from records",
-                             description="Render records as leaderboards, pivots or "
-                                         "ablations.")
+                             description="Render records as leaderboards, the "
+                                         "out-of-distribution view, subsets, pivots or "
+                                         "ablations; LaTeX ready to paste (docs/tables.md).")
     p_table.add_argument("--out", type=Path, default=Path("results"),
                          help="run folder holding records/ (default: results)")
     p_table.add_argument("--format", default="md", choices=("md", "latex", "csv"),
                          help="output format (default: md)")
     p_table.add_argument("--pivot", choices=("datasets", "metrics"), default=None,
                          help="methods as rows and data sets or metrics as columns")
-    p_table.add_argument("--metric", default="mIoU", help="metric of a data set pivot")
+    p_table.add_argument("--metric", default=None,
+                         help="metric of a data set pivot (default mIoU); the headline column "
+                              "of --ood and --subsets (default IoU_smoke; image level: F1)")
     p_table.add_argument("--ood", action="store_true",
-                         help="out-of-distribution table: in-domain score, then each other "
-                              "data set with its difference")
+                         help="out-of-distribution view: each method on the data sets it was "
+                              "not trained on after its in-domain row, every metric with its "
+                              "difference to in-domain (shown by default when the selected "
+                              "records are all out of distribution)")
+    p_table.add_argument("--subsets", nargs="?", const="columns", default=None,
+                         choices=("columns", "rows"),
+                         help="the named subsets of the scored split ([subsets.<split>] in the "
+                              "data set file, e.g. SmokeSeg's small/medium/large smoke): one "
+                              "column per subset (default) or one row per method and subset")
     p_table.add_argument("--reference", metavar="METHOD", default=None,
                          help="add each method's mIoU gap to METHOD (e.g. supervised)")
     p_table.add_argument("--ablation", metavar="PIPELINE", default=None,
@@ -173,7 +183,9 @@ def build_parser(include: Sequence[str] = ()) -> argparse.ArgumentParser:
     p_table.add_argument("--split", default=None, choices=SPLITS, help="only this split")
     p_table.add_argument("--profile", default=None, choices=("quick", "full"),
                          help="only this profile")
-    p_table.add_argument("--datasets", default=None, help="only these data sets (comma list)")
+    p_table.add_argument("--datasets", default=None,
+                         help="only rows scored on these data sets (comma list; fnmatch "
+                              "wildcards); --ood differences still use the in-domain records")
     p_table.add_argument("--methods", default=None,
                          help="only these methods (comma list; fnmatch wildcards)")
     p_table.add_argument("--weights", choices=("pretrained", "random"), default=None,
@@ -183,6 +195,7 @@ def build_parser(include: Sequence[str] = ()) -> argparse.ArgumentParser:
                               "their weights are left out by both)")
     p_table.add_argument("--output", type=Path, default=None,
                          help="write the table to this file instead of standard output")
+    _table_style_arguments(p_table)
 
     p_cmp = sub.add_parser("compare", parents=[common],
                            help="paired bootstrap test between two methods",
@@ -197,6 +210,26 @@ def build_parser(include: Sequence[str] = ()) -> argparse.ArgumentParser:
     p_cmp.add_argument("--metric", default="mIoU")
     p_cmp.add_argument("--out", type=Path, default=Path("results"))
     return parser
+
+
+def _table_style_arguments(p_table: argparse.ArgumentParser) -> None:
+    """How ``bench table`` presents a leaderboard, OOD or subsets view (issue 17)."""
+    g = p_table.add_argument_group("presentation", "columns, names and intervals; LaTeX bolds "
+                                   "the best method per metric column and sets baselines and "
+                                   "the supervised upper bound apart by rules")
+    g.add_argument("--columns", default=None, metavar="NAMES",
+                   help="only these columns, in this order (comma list of headers as shown; "
+                        "'delta X' for 'Δ X')")
+    g.add_argument("--label", action="append", default=[], metavar="SPEC=NAME",
+                   help="display NAME for a method spec or column header (repeatable), e.g. "
+                        "'effnet+crf=EffNet + CRF'; LaTeX writes NAME verbatim")
+    g.add_argument("--ci", default="column", choices=("column", "inline", "pm", "none"),
+                   help="95%% intervals: a [lo, hi] column (default), inline after the number "
+                        "(LaTeX: {\\scriptsize [lo, hi]}), a ± half-width column, or none")
+    g.add_argument("--decimals", type=int, default=2, metavar="N",
+                   help="decimals of percentages (default: 2)")
+    g.add_argument("--siunitx", action="store_true",
+                   help="LaTeX: siunitx S columns aligned on the decimal point instead of r")
 
 
 def _cluster_arguments(p_run: argparse.ArgumentParser) -> None:
@@ -443,16 +476,22 @@ def cmd_table(args: argparse.Namespace) -> int:
     from bench.atomic import atomic_path
     from bench.records import load_records
     from bench.table import (
+        TableStyle,
         ablation,
         filter_weights,
         frame,
-        image_leaderboard,
-        leaderboard,
-        ood_table,
+        image_leaderboard_view,
+        leaderboard_view,
+        ood_view,
+        parse_columns,
+        parse_labels,
         pivot,
         render_marked,
+        subsets_view,
     )
 
+    style = TableStyle(decimals=args.decimals, ci=args.ci, columns=parse_columns(args.columns),
+                       labels=parse_labels(args.label), siunitx=args.siunitx)
     df = frame(load_records(args.out))
     if df.empty:
         raise ConfigError(f"no records under {args.out / 'records'}; run 'bench run' first")
@@ -460,13 +499,17 @@ def cmd_table(args: argparse.Namespace) -> int:
         df = df[df["split"] == args.split]
     if args.profile:
         df = df[df["profile"] == args.profile]
+    scope = df  # where --ood finds the in-domain values of the rows selected below
     if args.datasets:
-        df = df[df["dataset"].isin(args.datasets.split(","))]
+        pats = args.datasets.split(",")
+        df = df[[any(fnmatch.fnmatch(d, p) for p in pats) for d in df["dataset"]]]
     if args.methods:
         pats = args.methods.split(",")
         df = df[[any(fnmatch.fnmatch(m, p) for p in pats) for m in df["pipeline"]]]
     if args.weights:
         df = filter_weights(df, args.weights)
+    mark = args.format == "md"
+    home = df[df["train_dataset"] == df["dataset"]] if not df.empty else df
     if args.ablation:
         from bench.plugins import METHODS
 
@@ -480,16 +523,22 @@ def cmd_table(args: argparse.Namespace) -> int:
         if not shown and args.grid in METHODS.names():
             shown = list(METHODS.get(args.grid).cls.grid_params)
         table = grid(df, args.grid, shown)
-    elif args.ood:
-        table = ood_table(df, metric=args.metric)
+    elif args.subsets:
+        table = subsets_view(df, args.subsets, args.metric, mark)
+    elif args.ood or (home.empty and not df.empty):  # only OOD records selected: their view
+        table = ood_view(df, args.metric, reference=scope, mark=mark)
     elif args.pivot:
-        table = pivot(df, args.pivot, metric=args.metric)
+        table = pivot(df, args.pivot, metric=args.metric or "mIoU")
     elif not df.empty and (df["level"] == "image").all():
-        table = image_leaderboard(df, mark=args.format == "md")
+        table = image_leaderboard_view(df, mark=mark)
     else:
-        table = leaderboard(df[df["level"] == "pixel"] if not df.empty else df,
-                            reference=args.reference, mark=args.format == "md")
-    text = render_marked(table, args.format)
+        hidden = len(df) - len(home)
+        if hidden:
+            print(f"bench table: {hidden} out-of-distribution record(s) not shown; add --ood",
+                  file=sys.stderr)
+        table = leaderboard_view(home[home["level"] == "pixel"] if not home.empty else home,
+                                 reference=args.reference, mark=mark)
+    text = render_marked(table, args.format, style)
     if args.output:
         with atomic_path(args.output) as tmp:
             tmp.write_text(text, encoding="utf-8")

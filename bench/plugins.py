@@ -141,7 +141,11 @@ def scan_file(path: Path) -> list[str]:
                 "kind": str(read_attr(cls, "kind", "?") or "?"),
                 "demo": str(read_attr(cls, "demo", "") or ""),
                 "label": str(read_attr(cls, "label", "") or ""),
-                "requires": tuple(requires) if isinstance(requires, (tuple, list)) else ()}
+                "requires": tuple(requires) if isinstance(requires, (tuple, list)) else (),
+                # table roles (`bench.table.method_role`): a baseline, or a segmenter trained
+                # on ground truth (the supervised upper bound)
+                "baseline": read_attr(cls, "baseline", False) is True,
+                "upper_bound": read_attr(cls, "needs_pseudo_labels", True) is False}
             METHODS.register_lazy(name, _file_loader(path), summary=_summary(
                 ast.get_docstring(cls.node)), origin=str(path.resolve()), **meta)
             names.append(name)

@@ -178,6 +178,8 @@ class CellRunner:
                              splits=[self.cell.split], index=self.opts.out)
         data.splits[self.eval_key] = scored[self.cell.split]
         data.fingerprints[self.eval_key] = scored.fingerprints[self.cell.split]
+        if self.cell.split in scored.subsets:  # named subsets of the scored split (issue 17)
+            data.subsets[self.eval_key] = scored.subsets[self.cell.split]
         # the scored set's own exclusions, recorded apart: data.derived is part of the trained
         # stages' keys, which out-of-distribution cells share with the in-domain ones
         self.scored_excluded = scored.derived.get("excluded", {})
@@ -566,6 +568,11 @@ class CellRunner:
                                    for k, v in asdict(self.opts).items()}},
             "provenance": provenance(),
         }
+        if data.subsets.get(self.eval_key):  # per-subset metrics from the stored areas
+            from bench.subset_scores import score_subsets
+
+            rec["subsets"] = score_subsets(data.subsets[self.eval_key], score, rec["level"],
+                                           self.opts.n_boot, self.opts.seed)
         from bench.locks import artifact_lock
         from bench.records import record_path
 

@@ -79,3 +79,63 @@ test = "test"
 def write_dataset() -> object:
     """`dataset_file`, for tests that write data set files of their own."""
     return dataset_file
+
+
+#: SmokeSeg's (FoSp) palette: index 0 black background, index 1 dark red smoke
+SMOKESEG_PALETTE = [0, 0, 0, 128, 0, 0]
+#: the tiny SmokeSeg fixture's test ids by smoke size (FoSp's test_small/medium/large lists)
+SMOKESEG_SIZES = {"small": 3, "medium": 7, "large": 12}
+
+
+def smokeseg_id(split: str, i: int) -> str:
+    """A frame id in SmokeSeg's style (``<date>_<fire>_<camera>__<unix>_+<offset>``)."""
+    return f"2020090{len(split)}_Fire_{split}-n-mobo-c__15993{i:05d}_+{60 * i:05d}"
+
+
+def write_smokeseg(root: Path, n_train: int = 8, n_val: int = 4, seed: int = 3) -> dict:
+    """A tiny data set in FoSp's SmokeSeg layout: ``JPEGImages/<id>.jpg``,
+    ``SegmentationClass/<id>.png`` (palette PNGs, indices 0 and 1) and
+    ``SmokeSeg_ImageSets/Segmentation/{train,val,test,test_small,test_medium,test_large}.txt``.
+
+    Test frames come two per size bucket (a square of smoke with the bucket's half-width), so
+    ``test_small/medium/large`` partition ``test`` as FoSp's lists do. Returns {list: ids}.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    lists: dict[str, list[str]] = {}
+    for d in ("JPEGImages", "SegmentationClass", "SmokeSeg_ImageSets/Segmentation"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+
+    def frame(frame_id: str, half: int) -> None:
+        image = rng.integers(0, 90, size=(40, 48, 3), dtype=np.uint8)
+        mask = np.zeros((40, 48), np.uint8)
+        cy, cx = int(rng.integers(14, 26)), int(rng.integers(14, 34))
+        mask[cy - half:cy + half, cx - half:cx + half] = 1
+        image[mask == 1] = (210, 200, 190)
+        Image.fromarray(image).save(root / "JPEGImages" / f"{frame_id}.jpg", quality=95)
+        png = Image.fromarray(mask, mode="P")
+        png.putpalette(SMOKESEG_PALETTE + [0] * (768 - len(SMOKESEG_PALETTE)))
+        png.save(root / "SegmentationClass" / f"{frame_id}.png")
+
+    for split, n in (("train", n_train), ("val", n_val)):
+        lists[split] = [smokeseg_id(split, i) for i in range(n)]
+        for i, frame_id in enumerate(lists[split]):
+            frame(frame_id, (3, 7, 12)[i % 3])
+    lists["test"] = []
+    for b, (size, half) in enumerate(SMOKESEG_SIZES.items()):
+        lists[f"test_{size}"] = [smokeseg_id("test", 2 * b + k) for k in range(2)]
+        for frame_id in lists[f"test_{size}"]:
+            frame(frame_id, half)
+        lists["test"] += lists[f"test_{size}"]
+    for name, ids in lists.items():
+        (root / "SmokeSeg_ImageSets/Segmentation" / f"{name}.txt").write_text(
+            "".join(f"{i}\n" for i in ids), encoding="utf-8")
+    return lists
+
+
+@pytest.fixture
+def smokeseg_root(tmp_path: Path) -> tuple[Path, dict]:
+    """(root, lists) of a tiny SmokeSeg-layout data set (`write_smokeseg`)."""
+    root = tmp_path / "SmokeSeg"
+    return root, write_smokeseg(root)

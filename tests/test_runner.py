@@ -261,7 +261,8 @@ def test_out_of_distribution_cells(write_dataset, workspace: dict, tmp_path: Pat
     capsys.readouterr()
     assert main(["table", "--out", str(workspace["out"]), "--ood"]) == 0
     table = capsys.readouterr().out
-    assert f"{other} mIoU" in table and f"Δ {other}" in table
+    # one row per (method, trained on, scored on), every metric with its difference (issue 17)
+    assert f"| {other} " in table and "| trained on " in table and "| Δ mIoU " in table
     delta = 100 * (recs[(other, home)]["metrics"]["mIoU"] - recs[(home, home)]["metrics"]["mIoU"])
     assert f"{delta:+.2f}" in table
     board = (workspace["out"] / "leaderboard.md").read_text()

@@ -17,6 +17,7 @@ Schema (every key but ``name`` and ``loader`` is optional; see ``datasets/README
     [image_labels] crop = 0, smoke_min_fraction = 0.01   # derive image labels from masks
     [exclude]  train = ["frame id", ...]  # frames left out of a split (before val, limit, tiles)
                missing = "error"          # an id no frame has: "error" or "ignore" (subsets)
+    [subsets.test] small = "lists/small.txt"  # named subsets of a split (bench.data.subsets)
     [<loader>] ...                   # options of the loader kind
 """
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.data.subsets import SubsetRule, parse_subsets
 from bench.errors import ConfigError
 from bench.plugins import builtin_dir, include_dirs
 from bench.registry import Registry
@@ -61,6 +63,10 @@ class DatasetConfig:
     exclude: dict[str, list[str]] = field(default_factory=dict)
     #: ``[exclude] missing``: an excluded id that matches no frame is an "error" or "ignore"d
     exclude_missing: str = "error"
+    #: ``[subsets.<split>]``: split -> its named subsets (`bench.data.subsets`)
+    subsets: dict[str, list[SubsetRule]] = field(default_factory=dict)
+    #: ``[subsets] missing``: a listed id that is no frame of its split: "error" or "ignore"
+    subsets_missing: str = "error"
     path: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -87,7 +93,7 @@ class DatasetConfig:
 DATASETS: Registry[DatasetConfig] = Registry("dataset")
 
 _KNOWN_KEYS = {"name", "loader", "description", "root", "root_env", "splits", "masks", "tiles",
-               "image_labels", "citation", "license", "exclude"}
+               "image_labels", "citation", "license", "exclude", "subsets"}
 
 
 def parse_dataset_file(path: Path) -> DatasetConfig:
@@ -116,13 +122,16 @@ def parse_dataset_file(path: Path) -> DatasetConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)} (loader options go in "
                           f"a [{loader}] table)")
-    return DatasetConfig(
+    config = DatasetConfig(
         name=raw["name"], loader=loader, description=str(raw.get("description", "")),
         root=raw.get("root"), root_env=raw.get("root_env"), splits=splits,
         val_fraction=val_fraction, masks=dict(raw.get("masks", {})),
         tiles=dict(raw.get("tiles", {})), image_labels=dict(raw.get("image_labels", {})),
         options=dict(raw.get(loader, {})), exclude=exclude, exclude_missing=missing,
         path=path, raw=raw)
+    config.subsets, config.subsets_missing = parse_subsets(path, raw.get("subsets"),
+                                                           config.split_names)
+    return config
 
 
 def parse_exclude(path: Path, raw: Any,

@@ -28,6 +28,7 @@ from bench.data.file_index import FileIndex, as_index
 from bench.data.frames import Frame, SampleList, SampleRef
 from bench.data.hashing import hash_unit
 from bench.data.loaders import LOADERS
+from bench.data.subsets import Subset, resolve_subsets
 from bench.data.tiling import box_suffix, tile_boxes
 from bench.errors import ConfigError
 
@@ -44,6 +45,9 @@ class SplitData:
     fingerprints: dict[str, str] = field(default_factory=dict)
     #: the training frames cut into ``[image_labels] crop``-sized crops (None: no crops)
     train_crops: SampleList | None = None
+    #: split -> its named subsets (``[subsets.<split>]``, `bench.data.subsets`); never part of
+    #: a cache key: subsets only regroup the scored frames
+    subsets: dict[str, list[Subset]] = field(default_factory=dict)
 
     def classifier_train(self) -> SampleList:
         """What a classifier trains on: labelled training crops (or tiles)."""
@@ -112,7 +116,9 @@ def fingerprint(frames: list[Frame], refs: list[SampleRef], config: DatasetConfi
     """A hash of what the split holds: frame ids, image contents (file bytes, memoised by
     ``index``), masks, tiles and options; not where the files are or when they were written."""
     h = hashlib.sha256()
-    h.update(repr(sorted(config.raw.items(), key=str)).encode())
+    # [subsets] only regroups scored frames: declaring one keeps every cached stage
+    h.update(repr(sorted(((k, v) for k, v in config.raw.items() if k != "subsets"),
+                         key=str)).encode())
     h.update(repr(sorted(extra.items())).encode())
     for frame in frames:
         h.update(frame.id.encode())
@@ -201,9 +207,15 @@ def load_splits(config: DatasetConfig, root: Path | None, profile: str = "quick"
         derived["val"] = {"carved_from": "train", "fraction": config.val_fraction,
                           "by": "sha1 of frame id"}
     train_crops = None
+    subsets: dict[str, list[Subset]] = {}
     for split, frames in frame_sets.items():
         if split not in wanted:
             continue
+        if config.subsets.get(split):
+            excluded = derived.get("excluded", {}).get(split, {}).get("ids", [])
+            subsets[split] = resolve_subsets(config.subsets[split], root, split,
+                                             (f.id for f in frames), excluded,
+                                             config.subsets_missing, config.path)
         frames = limit_frames(frames, limit, split)
         refs = frames_to_refs(frames, tile, 0, min_fraction, use_frame_labels)
         out[split] = SampleList(refs, f"{config.name}/{split}")
@@ -216,4 +228,4 @@ def load_splits(config: DatasetConfig, root: Path | None, profile: str = "quick"
     index.save()
     if limit:
         derived["limit"] = limit
-    return SplitData(config.name, out, derived, prints, train_crops)
+    return SplitData(config.name, out, derived, prints, train_crops, subsets)
