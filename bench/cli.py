@@ -1,4 +1,5 @@
-"""The ``bench`` command line: ``list``, ``show``, ``run``, ``table`` and ``compare``.
+"""The ``bench`` command line: ``list``, ``show``, ``run``, ``table``, ``compare``, ``report``,
+``export`` and ``demo``.
 
 Starting it is cheap: plugins are discovered by reading their files, not importing them, so
 ``bench --help``, ``bench list`` and ``bench show`` never import torch.
@@ -209,7 +210,76 @@ def build_parser(include: Sequence[str] = ()) -> argparse.ArgumentParser:
     p_cmp.add_argument("--seed", type=int, default=0)
     p_cmp.add_argument("--metric", default="mIoU")
     p_cmp.add_argument("--out", type=Path, default=Path("results"))
+    _view_arguments(sub, common)
     return parser
+
+
+def _view_arguments(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """``bench report``, ``bench export`` and ``bench demo`` (issue 16): looking at a run."""
+    from bench.data.config import SPLITS
+
+    p_rep = sub.add_parser(
+        "report", parents=[common], help="one self-contained HTML page of a run's results",
+        description="Write <out>/report.html: sortable leaderboards with 95%% intervals, a bar "
+                    "chart per data set, ablation charts, spurious-correlation plots and "
+                    "qualitative grids (best, median, worst and shared frames: image, ground "
+                    "truth, CAM, pseudo labels, final mask), with each section's provenance. "
+                    "Images are embedded; the file opens offline. Maps come from the run's "
+                    "cache; a missing one is recomputed from the cached trained state (nothing "
+                    "is trained) or marked missing.")
+    p_rep.add_argument("--out", type=Path, default=Path("results"),
+                       help="run folder (default: results)")
+    p_rep.add_argument("--output", type=Path, default=None, metavar="FILE",
+                       help="where to write the page (default: <out>/report.html)")
+    p_rep.add_argument("--methods", default=None, metavar="PATTERNS",
+                       help="only these pipelines (comma list; fnmatch wildcards)")
+    p_rep.add_argument("--datasets", default=None, metavar="NAMES",
+                       help="only these data sets (comma list)")
+    p_rep.add_argument("--shared-frames", type=int, default=4, metavar="N",
+                       help="frames every method is shown on side by side (default: 4)")
+    p_rep.add_argument("--no-regenerate", action="store_true",
+                       help="mark maps missing from the cache instead of recomputing them")
+    p_rep.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
+                       help="root folder of data set NAME (overrides the records' roots)")
+
+    p_exp = sub.add_parser(
+        "export", parents=[common], help="write a run's masks or CAMs as PNG files",
+        description="Write one PNG per frame of a split, named after the frame id as the data "
+                    "set names its files (tiles stitched back into whole frames): label maps "
+                    "(pseudo or final) as palette PNGs with values 0 background, 1 smoke, 255 "
+                    "ignore (like VOC and SMOKE5K); CAMs as 16-bit grayscale (value / 65535). "
+                    "Soft maps become labels at their record's calibrated threshold. Missing "
+                    "maps are recomputed from the cached trained state; nothing is trained.")
+    p_exp.add_argument("--method", required=True, metavar="PIPELINE",
+                       help="the pipeline, as its records name it (e.g. effnet+crf)")
+    p_exp.add_argument("--dataset", default="synthetic", help="data set (default: synthetic)")
+    p_exp.add_argument("--split", default="test", choices=SPLITS,
+                       help="split to export (default: test; 'train' gives the pseudo labels "
+                            "a segmenter trains on)")
+    p_exp.add_argument("--stage", default="final", choices=("cam", "pseudo", "final"),
+                       help="cam: the last CAM source or wrapper (16-bit); pseudo: the stage a "
+                            "segmenter trains on; final: the last stage (default: final)")
+    p_exp.add_argument("--to", type=Path, required=True, metavar="DIR",
+                       help="folder to write the PNGs into")
+    p_exp.add_argument("--out", type=Path, default=Path("results"),
+                       help="run folder (default: results)")
+    p_exp.add_argument("--profile", default="quick", choices=("quick", "full"))
+    p_exp.add_argument("--seed", type=int, default=0)
+    p_exp.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
+                       help="root folder of data set NAME (overrides the records' roots)")
+
+    p_demo = sub.add_parser(
+        "demo", parents=[common], help="an interactive page (Streamlit) over a run's pipelines",
+        description="Start a Streamlit page: pick a trained pipeline of the run folder, then a "
+                    "frame of its data set or an uploaded image; see its CAM, pseudo labels "
+                    "and final mask as overlays, with a threshold slider and per-frame scores. "
+                    "It uses the cached trained models and never trains. Needs the demo "
+                    "extra: pip install 'smoke-wsss-bench[demo]'.")
+    p_demo.add_argument("--out", type=Path, default=Path("results"),
+                        help="run folder (default: results)")
+    p_demo.add_argument("--port", type=int, default=8501, help="port (default: 8501)")
+    p_demo.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
+                        help="root folder of data set NAME (overrides the records' roots)")
 
 
 def _table_style_arguments(p_table: argparse.ArgumentParser) -> None:
@@ -572,6 +642,50 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import summary_line, write_report
+
+    if args.shared_frames < 0:
+        raise ConfigError("--shared-frames must be >= 0")
+    path, stats = write_report(
+        args.out, args.output, methods=[m for m in (args.methods or "").split(",") if m],
+        datasets=[d for d in (args.datasets or "").split(",") if d],
+        data_roots=_data_roots(args.data_root), regenerate=not args.no_regenerate,
+        shared=args.shared_frames)
+    print(summary_line(path, stats), file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench.export import export_maps
+
+    written = export_maps(args.out, args.method, args.dataset, args.split, args.stage, args.to,
+                          profile=args.profile, seed=args.seed,
+                          data_roots=_data_roots(args.data_root))
+    print(f"bench export: wrote {written.count} PNG(s) of '{written.method}' ({written.what}) on "
+          f"{args.dataset}/{args.split} to {args.to}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise ConfigError("bench demo needs Streamlit: pip install 'smoke-wsss-bench[demo]'")
+    from bench import demo_app
+
+    if not (args.out / "records").is_dir():
+        raise ConfigError(f"no records under {args.out / 'records'}; run 'bench run --out "
+                          f"{args.out}' first")
+    env = {**os.environ, **demo_app.environment(args.out, _data_roots(args.data_root))}
+    command = [sys.executable, "-m", "streamlit", "run", demo_app.__file__,
+               "--server.port", str(args.port), "--server.headless", "true",
+               "--browser.gatherUsageStats", "false"]
+    print(f"bench demo: http://localhost:{args.port} (Ctrl+C stops it)", file=sys.stderr)
+    return subprocess.call(command, env=env)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bench`` console script; exits 2 on bad input with one line."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -582,7 +696,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _registries(include)  # report a broken plugin or dataset file (--help tolerated it)
         command = {"list": cmd_list, "show": cmd_show, "run": cmd_run, "table": cmd_table,
                    "compare": cmd_compare, "status": cmd_status,
-                   "fetch-weights": cmd_fetch_weights}[args.command]
+                   "fetch-weights": cmd_fetch_weights, "report": cmd_report,
+                   "export": cmd_export, "demo": cmd_demo}[args.command]
         return command(args)
     except BenchError as exc:
         debug = "--debug" in argv or os.environ.get("BENCH_DEBUG", "") not in ("", "0")
