@@ -49,12 +49,12 @@ def rank_world() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def announce(device: torch.device, what: str) -> None:
-    """One stderr line per rank: which rank of how many trains ``what``, on which backend."""
+def announce(device_type: str) -> None:
+    """One stderr line per rank: which rank of how many, on which backend and device."""
     rank, world = rank_world()
     if world > 1:
-        print(f"bench: DDP rank {rank} of {world} ({dist.get_backend()}, {device}) trains "
-              f"{what}", file=sys.stderr, flush=True)
+        print(f"bench: DDP rank {rank} of {world} ({dist.get_backend()}, {device_type})",
+              file=sys.stderr, flush=True)
 
 
 def shard(n: int, rank: int, world: int) -> slice:
@@ -80,6 +80,17 @@ def all_reduce_grads(params: Iterable[torch.nn.Parameter]) -> None:
         n = p.numel()
         p.grad = flat[offset:offset + n].view_as(p).clone()
         offset += n
+
+
+def local_rows(n: int) -> slice | None:
+    """This rank's `shard` of a batch of ``n``; None outside a process group."""
+    rank, world = rank_world()
+    return shard(n, rank, world) if world > 1 else None
+
+
+def share(local: int, total: int) -> float:
+    """`loss_scale` inside a process group; 1 outside."""
+    return loss_scale(local, total) if active() else 1.0
 
 
 def loss_scale(local: int, total: int) -> float:
@@ -116,23 +127,34 @@ def _free_port() -> int:
 
 
 def _plugin_files() -> list[str]:
+    """The plugin files imported here (under private module names, `bench.plugins`); their
+    parent packages are put into ``sys.modules`` so that pickle finds their classes."""
+    import types
+
     from bench.plugins import MODULE_PREFIX
 
-    return [str(m.__file__) for name, m in list(sys.modules.items())
-            if name.startswith(MODULE_PREFIX + ".") and getattr(m, "__file__", None)]
+    files = []
+    for name, module in list(sys.modules.items()):
+        if name.startswith(MODULE_PREFIX + ".") and getattr(module, "__file__", None):
+            files.append(str(module.__file__))
+            parts = name.split(".")
+            for i in range(1, len(parts)):
+                sys.modules.setdefault(".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
+    return files
 
 
-def _child(fn: Callable[..., Any], payload: str, backend: str, device_type: str,
-           plugin_files: list[str]) -> None:
+def _child(payload: str, backend: str, device_type: str, plugin_files: list[str]) -> None:
     from bench.plugins import discover, import_plugin_file
 
     discover(sorted({str(Path(f).parent) for f in plugin_files}))
     for path in plugin_files:
         import_plugin_file(Path(path))
+    _plugin_files()
     dist.init_process_group(backend, init_method="env://")
+    announce(device_type)
     try:
         location = "cuda:0" if device_type == "cuda" else "cpu"
-        args, kwargs = torch.load(payload, map_location=location, weights_only=False)
+        fn, args, kwargs = torch.load(payload, map_location=location, weights_only=False)
         fn(*args, **kwargs)
     finally:
         dist.destroy_process_group()
@@ -156,7 +178,8 @@ def launch(fn: Callable[..., Any], world: int, device_type: str, payload_dir: Pa
                                                       else "gloo")
     payload_dir.mkdir(parents=True, exist_ok=True)
     payload = payload_dir / f"ddp-payload-{os.getpid()}.pt"
-    torch.save((args, kwargs), payload)
+    plugin_files = _plugin_files()
+    torch.save((fn, args, kwargs), payload)
     port = _free_port()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     devices = visible.split(",") if visible else [str(i) for i in range(max(world, 1))]
@@ -170,8 +193,8 @@ def launch(fn: Callable[..., Any], world: int, device_type: str, payload_dir: Pa
                                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
             if device_type == "cuda":
                 os.environ["CUDA_VISIBLE_DEVICES"] = devices[rank]
-            proc = context.Process(target=_child, args=(fn, str(payload), backend, device_type,
-                                                        _plugin_files()))
+            proc = context.Process(target=_child, args=(str(payload), backend, device_type,
+                                                        plugin_files))
             proc.start()
             procs.append(proc)
     finally:
@@ -182,6 +205,7 @@ def launch(fn: Callable[..., Any], world: int, device_type: str, payload_dir: Pa
                 os.environ[key] = value
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0,
                             world_size=world)
+    announce(device_type)
     try:
         result = fn(*args, **kwargs)
     except BaseException:

@@ -68,3 +68,59 @@ def test_two_gloo_processes_train_the_weights_of_one(tmp_path: Path,
     for a, b in zip(history_1, history_2, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
         assert a["train_acc"] == b["train_acc"]
+
+
+SEGMENTER = '''
+"""A BatchNorm-free segmenter for the DDP test (gloo has no synchronised BatchNorm)."""
+from dataclasses import dataclass
+
+from torch import nn
+
+from bench import TorchSegmenter, register_method
+
+
+@register_method("dd_seg")
+class DdSeg(TorchSegmenter):
+    """Two convolutions."""
+
+    @dataclass
+    class Params(TorchSegmenter.Params):
+        pass
+
+    def build_model(self, pretrained):
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 1))
+
+    def backbone(self, model):
+        return None
+'''
+
+
+def test_the_segmenter_engine_trains_the_same_weights_on_two_ranks(
+        tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    from bench.plugins import METHODS, discover
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "dd_seg.py").write_text(SEGMENTER)
+    discover([str(folder)])
+    cls = METHODS.get("dd_seg").cls
+    rng = np.random.default_rng(1)
+    # crops inside the images at scale 1: every pixel of every crop is labelled, so a rank's
+    # mean loss over its half of a batch is half of the batch's
+    train = [Sample(f"t{i}", rng.integers(0, 255, (24, 24, 3), dtype=np.uint8), 1, None)
+             for i in range(8)]
+    labels = [(s.image.mean(axis=2) > 127).astype(np.uint8) for s in train]
+    weights = []
+    for gpus in (1, 2):
+        params = cls.Params(epochs=2, batch_size=4, crop_size=16, scale_min=1.0, scale_max=1.0,
+                            optimizer="adamw", lr=1e-2, amp=False, tile_size=0)
+        ctx = RunContext(device="cpu", seed=0, workdir=tmp_path / f"seg{gpus}", progress=False,
+                         extra={"gpus": gpus})
+        seg = cls(params, ctx)
+        seg.fit(train, labels)
+        weights.append({k: v.detach().clone() for k, v in seg.model.state_dict().items()})
+        assert not seg.checkpoint_path().exists()
+        err = capfd.readouterr().err
+        assert ("DDP rank 1 of 2 (gloo, cpu)" in err) == (gpus == 2)
+    for key, value in weights[1].items():
+        torch.testing.assert_close(value, weights[0][key], rtol=0, atol=1e-5, msg=key)

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import bench.ddp as ddp
 from bench.atomic import atomic_path, write_json
 from bench.errors import ConfigError
 from bench.maps import window_starts
@@ -231,6 +232,11 @@ class TorchSegmenter(Segmenter):
     def fit(self, train: Sequence[Sample], labels: Sequence[np.ndarray],
             val: Sequence[Sample] = ()) -> None:
         """Train on ``labels`` (uint8 HxW: 0, 1, 255 ignore), one per training sample."""
+        world = int((self.ctx.extra or {}).get("gpus", 1) or 1)
+        if world > 1 and not ddp.active():  # --gpus N: this process is rank 0 (bench.ddp)
+            ddp.launch(self.fit, world, self.device.type, self.checkpoint_path().parent,
+                       train, labels, val)
+            return
         p = self.params
         samples = list(train)
         images = [np.ascontiguousarray(s.image) for s in samples]
@@ -257,6 +263,7 @@ class TorchSegmenter(Segmenter):
         # the new layers' initialisation follows this run's seed, not the caller's RNG state
         torch.manual_seed(self.ctx.seed)
         model = self.build_model(pretrained=True).to(device)
+        ddp.sync_batchnorm(model, device)
         if self._norm is None:
             self._norm = self.normalization()
         optimizer = self._make_optimizer(model)
@@ -288,12 +295,16 @@ class TorchSegmenter(Segmenter):
                     it = epoch * batches_per_epoch + b
                     lr_now = self._set_lr(optimizer, it, total_iters)
                     raw, target, valid = self._make_batch(images, targets, idx, rng, device)
+                    rows = ddp.local_rows(len(idx))
+                    if rows is not None:  # DDP: this rank's shard of the batch
+                        raw, target, valid = raw[rows], target[rows], valid[rows]
                     with torch.autocast(device_type=device.type, dtype=torch.float16,
                                         enabled=use_amp):
                         logits = model(self._normalize(raw))
                     loss, parts = self.loss(logits, target, raw, valid, crf)
                     optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
+                    scaler.scale(loss * ddp.share(len(raw), len(idx))).backward()
+                    ddp.all_reduce_grads(model.parameters())
                     scaler.step(optimizer)
                     scaler.update()
                     for key, value in parts.items():
@@ -313,14 +324,17 @@ class TorchSegmenter(Segmenter):
                                     val_mIoU=f"{record['val_mIoU']:.3f}")
                 record["time_s"] = time.perf_counter() - started
                 history.append(record)
-                self._save_checkpoint(model, optimizer, scaler, epoch + 1, history, fingerprint)
+                if ddp.rank_world()[0] == 0:
+                    self._save_checkpoint(model, optimizer, scaler, epoch + 1, history,
+                                          fingerprint)
                 self.on_epoch_end(record)
         finally:
             bar.close()
         model.eval()
         self.model = model
         self.history = history
-        if not p.keep_checkpoints and self.checkpoint_path().exists():
+        if not p.keep_checkpoints and self.checkpoint_path().exists() and \
+                ddp.rank_world()[0] == 0:
             self.checkpoint_path().unlink()
             with contextlib.suppress(OSError):  # the folder, unless something else is in it
                 self.checkpoint_path().parent.rmdir()

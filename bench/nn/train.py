@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import ddp
+import bench.ddp as ddp
 from bench.errors import ConfigError
 from bench.stages import RunContext
 
@@ -219,7 +219,6 @@ def train(module: nn.Module, step: Step, predict: Callable[[torch.Tensor], torch
     device = ctx.torch_device()
     module.to(device)
     ddp.sync_batchnorm(module, device)
-    ddp.announce(device, desc)
     use_amp = bool(settings.amp and device.type == "cuda")
     n_all = len(train_set)
     n = min(settings.epoch_size, n_all) if settings.epoch_size > 0 else n_all
