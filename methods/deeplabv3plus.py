@@ -23,6 +23,7 @@ from bench import (
     WeightsError,
     packaged_state_dict,
     register_method,
+    resolve_weights,
     weights_origin,
 )
 
@@ -93,6 +94,18 @@ class DeepLabV3Plus(TorchSegmenter):
         return weights_origin(params.weights,
                               auto="packaged" if params.encoder in PACKAGED_ENCODERS else "hub")
 
+    @classmethod
+    def hub_weights(cls, params: Any, profile: str) -> list[dict[str, str]]:
+        """The timm encoder weights ``auto``/``imagenet`` download (``bench fetch-weights``)."""
+        import timm
+
+        weights = params.weights
+        if weights == "auto":
+            weights = "packaged" if params.encoder in PACKAGED_ENCODERS else "imagenet"
+        if weights == "imagenet" and timm.is_model(params.encoder):
+            return [{"kind": "timm", "name": params.encoder}]
+        return []
+
     def _encoder_plan(self, pretrained: bool) -> tuple[str, Any, dict[str, Any],
                                                        tuple[tuple[float, ...],
                                                              tuple[float, ...]]]:
@@ -129,6 +142,10 @@ class DeepLabV3Plus(TorchSegmenter):
         if weights == "none":
             return f"tu-{name}", None, {}, (mean, std)
         if weights == "imagenet":
+            cached = resolve_weights("hub", False, name)  # the weights cache first
+            if cached.source == "file":
+                return f"tu-{name}", True, {"pretrained_cfg_overlay": {"file": cached.path}}, \
+                    (mean, std)
             return f"tu-{name}", True, {}, (mean, std)
         return f"tu-{name}", True, {"pretrained_cfg_overlay": {"file": weights}}, (mean, std)
 

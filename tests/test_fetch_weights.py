@@ -141,3 +141,34 @@ def test_classifier_cams_declare_their_timm_weights(weights: dict,
         ["url:fw_tiny.pth", "timm:test_vit"]
     assert main(["fetch-weights", "--methods", "all_smoke,dark_channel+crf"]) == 0
     assert capsys.readouterr().out.startswith("nothing to fetch")
+
+
+def test_deeplabv3plus_encoder_reads_the_cached_timm_file(weights: dict) -> None:
+    import timm
+    import torch
+
+    from bench.pipeline import build_stage
+    from bench.plugins import discover
+    from bench.spec import parse_pipeline
+    from bench.weight_cache import pipeline_hub_weights
+
+    discover([])
+    assert [str(w) for w in pipeline_hub_weights("effnet+crf+deeplabv3plus", "full")] == \
+        ["timm:resnet101"]  # the full profile's ImageNet ResNet-101 encoder
+    assert pipeline_hub_weights("effnet+crf+deeplabv3plus", "quick") == []  # packaged
+    reference = timm.create_model("test_resnet", pretrained=False)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.copy_(torch.randn_like(p))
+    target = weights["cache"] / "timm" / "test_resnet.pth"
+    target.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), target)
+    stage = parse_pipeline("effnet+deeplabv3plus[encoder=test_resnet,weights=imagenet]").stages[1]
+    from bench.stages import RunContext
+
+    seg = build_stage(stage, RunContext(device="cpu", workdir=weights["cache"], progress=False))
+    model = seg.build_model(pretrained=True)
+    encoder = model.encoder.model.state_dict()
+    own = reference.state_dict()
+    shared = [k for k in encoder if k in own]
+    assert shared and all(torch.equal(encoder[k], own[k]) for k in shared)
