@@ -126,6 +126,7 @@ def _run_parallel(cells: Sequence[Cell], jobs: int,
                   log: RunLog | None) -> list[list[dict[str, Any]]]:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context("spawn")
     results: list[list[dict[str, Any]] | None] = [None] * len(cells)
@@ -141,7 +142,15 @@ def _run_parallel(cells: Sequence[Cell], jobs: int,
                 n = pending.pop(future)
                 if future.cancelled():
                     continue
-                kind, value = future.result()
+                try:
+                    kind, value = future.result()
+                except BrokenProcessPool as exc:  # a worker killed (OOM killer, SIGKILL)
+                    kind, value = "error", (f"cell {n + 1} ({cells[n].method} on "
+                                            f"{cells[n].dataset}/{cells[n].split}): its worker "
+                                            f"process died ({exc}); finished stages are "
+                                            "cached, rerun to resume", 1, "")
+                    if log is not None:
+                        log.write_cell(n, "failed", error="its worker process died")
                 if kind == "ok":
                     results[n] = value
                 elif failure is None:

@@ -75,6 +75,20 @@ class ExSquare(Refiner):
         return cam ** 2
 
 
+@register_method("ex_die")
+class ExDie(Refiner):
+    """Kills its own process (the OOM killer's way)."""
+
+    @dataclass
+    class Params:
+        pass
+
+    def refine(self, sample, cam):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @register_method("ex_boom")
 class ExBoom(Refiner):
     """Fails on purpose."""
@@ -232,3 +246,13 @@ def test_staged_data_hits_the_same_cache_entries(space: dict, smoke5k_root: Path
     for rec in after.values():  # the data's fingerprints are the original's
         rec["config"].pop("data_roots", None)
     assert after == before
+
+
+def test_a_worker_killed_mid_cell_is_one_line(space: dict, capsys: pytest.CaptureFixture) -> None:
+    out = space["tmp"] / "out"
+    code = main(["run", *space["args"], "--out", str(out), "--methods", "ex_cam,ex_cam+ex_die",
+                 "--jobs", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("bench: error: cell 2 (ex_cam+ex_die on ")
+    assert "its worker process died" in err[-1] and "rerun to resume" in err[-1]
