@@ -352,17 +352,19 @@ def pick_best_median_worst(ids: Sequence[str], iou: np.ndarray,
     """Frames with the best, median and worst smoke IoU among frames where it is defined.
 
     Ties: the best among equals has the larger smoke union (more smoke found), the worst the
-    larger union (more wrong pixels), then frame id. Fewer than three frames give fewer picks.
+    larger union (more wrong pixels), then frame id. The median is the middle of the other
+    frames (best first), so the three are distinct; fewer frames give fewer picks.
     """
     rows = [(float(v), float(u), i) for i, v, u in zip(ids, iou, union, strict=True)
             if not np.isnan(v)]
     if not rows:
         return {}
-    order = sorted(rows, key=lambda r: (-r[0], -r[1], r[2]))
-    picks = {"best": order[0][2], "median": order[len(order) // 2][2],
-             "worst": sorted(rows, key=lambda r: (r[0], -r[1], r[2]))[0][2]}
-    seen: dict[str, str] = {}
-    for name, frame in picks.items():
-        if frame not in seen.values():
-            seen[name] = frame
-    return seen
+    best = sorted(rows, key=lambda r: (-r[0], -r[1], r[2]))
+    picks = {"best": best[0][2]}
+    worst = sorted(rows, key=lambda r: (r[0], -r[1], r[2]))[0][2]
+    if worst != picks["best"]:
+        picks["worst"] = worst
+    middle = [r[2] for r in best if r[2] not in picks.values()]
+    if middle:
+        picks["median"] = middle[len(middle) // 2]
+    return {k: picks[k] for k in ("best", "median", "worst") if k in picks}
