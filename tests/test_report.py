@@ -329,3 +329,108 @@ def test_the_cached_runner_never_trains(tiny_run: tuple[Path, Path, str]) -> Non
     with pytest.raises(NeedsTraining, match=r"has no trained state .* never trains"):
         runner.maps(states, 0, "test", data)
     assert not (out / "cache" / states[0].model_key / "model" / "DONE").exists()
+
+
+# --------------------------------------------------------------------------- in a real browser
+def chromium_path() -> str | None:
+    """The system Chromium (Debian's ``chromium`` package), if installed."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    """A headless system Chromium driven by Playwright (skipped, saying why, without one)."""
+    path = chromium_path()
+    if path is None:
+        pytest.skip("no Chromium on PATH: the report's browser checks need Debian's chromium "
+                    "package (apt-get update && apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is missing: pip install -e '.[test]'")
+    with sync_api.sync_playwright() as p:
+        # --no-sandbox: Chromium refuses its sandbox as root (containers, CI)
+        launched = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def check_in_browser(browser: Any, path: Path, finals: list[dict[str, Any]],
+                     screenshot: Path) -> int:
+    """Load a report in Chromium and check it as a reader would see it: every ``<img>``
+    decoded, every final record's leaderboard row present, the page not blank (text, and a
+    screenshot with contrast). Returns the number of images; fails with an AssertionError."""
+    from PIL import Image
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(path.as_uri(), wait_until="load")
+        broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && "
+                               "i.naturalWidth > 0)).map(i => i.alt || i.src.slice(0, 40))")
+        assert not broken, f"{len(broken)} image(s) did not decode: {broken[:5]}"
+        images = int(page.evaluate("document.images.length"))
+        rows = page.evaluate("Array.from(document.querySelectorAll('table.sortable tbody tr'))"
+                             ".map(r => r.cells[0].innerText.trim())")
+        shown = {str(m).removesuffix(" †") for m in rows}
+        absent = [r["method"] for r in finals if r["method"] not in shown]
+        assert not absent, f"leaderboard rows missing: {absent}"
+        assert int(page.evaluate("document.body.innerText.length")) > 500, "the page is blank"
+        page.screenshot(path=str(screenshot))
+    finally:
+        page.close()
+    with Image.open(screenshot) as shot:
+        pixels = np.asarray(shot.convert("RGB"))
+    assert pixels.std() > 10 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50, \
+        "the page is blank"
+    return images
+
+
+def test_report_in_a_real_browser(browser: Any, tiny_run: tuple[Path, Path, str],
+                                  tmp_path: Path) -> None:
+    out, include, _ = tiny_run
+    target = tmp_path / "report.html"
+    _, page = report(out, include, "--output", str(target))
+    finals = [r for r in load_records(out) if r["method"] == r["pipeline"]]
+    images = check_in_browser(browser, target, finals, tmp_path / "shot.png")
+    assert images == len(page.images) > 50
+    # the leaderboard sorts by a column in the browser: mIoU descending, then ascending
+    tab = browser.new_page()
+    try:
+        tab.goto(target.as_uri(), wait_until="load")
+        board = tab.locator("table.sortable").first
+        header = board.locator("thead th", has_text="mIoU").first
+        column = [t.strip() for t in board.locator("thead th").all_inner_texts()].index("mIoU")
+
+        def values() -> list[float]:
+            cells = board.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()
+            return [float(c) for c in cells]
+
+        header.click()
+        assert values() == sorted(values(), reverse=True)
+        header.click()
+        assert values() == sorted(values())
+        wanted = sorted(round(100 * r["metrics"]["mIoU"], 2) for r in finals)
+        assert values() == pytest.approx(wanted, abs=0.006)
+    finally:
+        tab.close()
+
+
+def test_the_browser_check_fails_on_a_broken_image_or_a_blank_page(
+        browser: Any, tiny_run: tuple[Path, Path, str], tmp_path: Path) -> None:
+    out, include, _ = tiny_run
+    text, _ = report(out, include, "--output", str(tmp_path / "good.html"))
+    finals = [r for r in load_records(out) if r["method"] == r["pipeline"]]
+    marker = "data:image/jpeg;base64,"
+    start = text.index(marker) + len(marker)
+    broken = tmp_path / "broken.html"
+    broken.write_text(text[:start] + "bm90IGFuIGltYWdl" + text[text.index('"', start):],
+                      encoding="utf-8")
+    with pytest.raises(AssertionError, match=r"1 image\(s\) did not decode"):
+        check_in_browser(browser, broken, finals, tmp_path / "broken.png")
+    blank = tmp_path / "blank.html"
+    blank.write_text("<!DOCTYPE html><html><body></body></html>", encoding="utf-8")
+    with pytest.raises(AssertionError, match="the page is blank"):  # no rows asked for
+        check_in_browser(browser, blank, [], tmp_path / "blank.png")
+    empty_tables = tmp_path / "rows.html"
+    empty_tables.write_text(text.replace("<td>all_smoke</td>", "<td>someone else</td>"),
+                            encoding="utf-8")
+    with pytest.raises(AssertionError, match=r"leaderboard rows missing: \['all_smoke'\]"):
+        check_in_browser(browser, empty_tables, finals, tmp_path / "rows.png")
