@@ -101,6 +101,7 @@ def main() -> None:
     choice = st.selectbox("Pipeline", labels, key="pipeline")
     rec = finals[labels.index(choice)]
     roles = maps.roles(rec)
+    which, thresholds = threshold_slider(st, roles)
     source = st.radio("Image", (FRAME, UPLOAD), key="source", horizontal=True)
 
     image: np.ndarray | None = None
@@ -139,7 +140,7 @@ def main() -> None:
             role_rec = roles.get(role)
             stage_maps[role] = None if index is None else (
                 role_rec if isinstance(role_rec, Missing) else outputs[index])
-    show(st, rec, roles, image, gt, aux, stage_maps)
+    show(st, roles, which, thresholds, image, gt, aux, stage_maps)
 
 
 def read_upload(payload: bytes) -> np.ndarray:
@@ -167,20 +168,10 @@ def pipeline(folder: str, roots_json: str, record_file: str) -> Any:
     return load(folder, roots_json, record_file)
 
 
-def show(st: Any, rec: dict[str, Any], roles: dict[str, Any], image: np.ndarray,
-         gt: np.ndarray | None, aux: dict[str, np.ndarray],
-         stage_maps: dict[str, Any]) -> None:
-    """The slider, the pictures and the scores."""
-    from bench.overlays import (
-        fit_size,
-        heat_overlay,
-        label_overlay,
-        outline,
-        shrink_image,
-        shrink_map,
-        shrink_mask,
-    )
-    from bench.record_maps import Missing, binarize_at, record_threshold
+def threshold_slider(st: Any, roles: dict[str, Any]) -> tuple[str | None, dict[str, float]]:
+    """The slider over the last soft stage (`slider_role`); returns that role and the threshold
+    of each soft stage (its record's, the slider's for that one)."""
+    from bench.record_maps import record_threshold
 
     which = slider_role(roles)
     thresholds: dict[str, float] = {}
@@ -192,9 +183,27 @@ def show(st: Any, rec: dict[str, Any], roles: dict[str, Any], image: np.ndarray,
         calibrated = thresholds[which]
         thresholds[which] = st.slider(
             f"Threshold of the {which} stage's soft map ({roles[which]['method']}; "
-            f"calibrated: {calibrated:.2f})", 0.0, 1.0, calibrated, 0.01, key="threshold")
+            f"calibrated: {calibrated:.2f})", 0.0, 1.0, calibrated, 0.01,
+            key=f"threshold:{roles[which]['config']['cache_key']}")  # a pipeline starts calibrated
     else:
         st.caption("Every stage of this pipeline outputs labels: no threshold to move.")
+    return which, thresholds
+
+
+def show(st: Any, roles: dict[str, Any], which: str | None, thresholds: dict[str, float],
+         image: np.ndarray, gt: np.ndarray | None, aux: dict[str, np.ndarray],
+         stage_maps: dict[str, Any]) -> None:
+    """The pictures and the scores."""
+    from bench.overlays import (
+        fit_size,
+        heat_overlay,
+        label_overlay,
+        outline,
+        shrink_image,
+        shrink_map,
+        shrink_mask,
+    )
+    from bench.record_maps import Missing, binarize_at
 
     size = fit_size(image.shape[:2], SIDE)
     small = shrink_image(image, size)
