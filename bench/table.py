@@ -400,6 +400,8 @@ def _half_width(value: Any) -> float | None:
 def _plain(column: Column, value: Any, decimals: int) -> str:
     kind = column.kind
     if kind == "ci":
+        if value is None:  # no interval recorded (another level's metric)
+            return "-"
         lo, hi = _interval(value)
         return f"[{_pct(lo, decimals)}, {_pct(hi, decimals)}]"
     if _missing(value):
@@ -422,9 +424,10 @@ def method_role(method: str) -> str:
     trained on ground truth (``supervised``), ``baseline`` when its first stage is a baseline
     plugin (``random``, ``all_smoke``, ``all_background``), else ``method``. Read from the
     plugin registry without importing plugins; an unknown plugin is a method."""
-    from bench.plugins import METHODS
+    from bench.plugins import METHODS, discover
     from bench.spec import split_top_level
 
+    discover()  # the built-in plugins (each file is scanned once per process)
     try:
         names = [part.partition("[")[0].strip() for part in split_top_level(method, "+")]
     except ConfigError:  # not a pipeline spec: an ordinary row
@@ -447,9 +450,6 @@ def method_role(method: str) -> str:
 
 
 def _roles(methods: Iterable[str]) -> dict[str, str]:
-    from bench.plugins import discover
-
-    discover()  # the built-in plugins (cheap: each file is scanned once per process)
     return {m: method_role(m) for m in dict.fromkeys(methods)}
 
 
@@ -1004,6 +1004,8 @@ def table_latex(table: Table, style: TableStyle) -> str:
                                                        or column.interval):
                 if column.kind == "pm" and text.startswith("±"):
                     cells.append(r"$\pm$" + text[1:])
+                elif text == "-":
+                    cells.append(latex.number(text, False, out))
                 else:
                     cells.append(latex.text_cell(latex.escape(text), out))
             elif column.interval:

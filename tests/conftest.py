@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -139,3 +140,12 @@ def smokeseg_root(tmp_path: Path) -> tuple[Path, dict]:
     """(root, lists) of a tiny SmokeSeg-layout data set (`write_smokeseg`)."""
     root = tmp_path / "SmokeSeg"
     return root, write_smokeseg(root)
+
+
+@pytest.fixture(scope="session")
+def builders() -> SimpleNamespace:
+    """This file's data set builders for module-scoped fixtures (which cannot ask for the
+    function-scoped ones): ``write_pair``, ``smoke_frame``, ``dataset_file``,
+    ``write_smokeseg``."""
+    return SimpleNamespace(write_pair=write_pair, smoke_frame=smoke_frame,
+                           dataset_file=dataset_file, write_smokeseg=write_smokeseg)
