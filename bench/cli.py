@@ -392,6 +392,13 @@ def _dataset_details(config: object) -> str:
         value = getattr(config, attr, None)
         if value not in (None, "", {}, []):
             lines.append(f"  {label + ':':<15} {value}")
+    for split, rules in (getattr(config, "subsets", None) or {}).items():
+        named = ", ".join(f"{r.name} ({r.describe()})" for r in rules)
+        lines.append(f"  {'subsets:':<15} {split}: {named}")
+    raw = getattr(config, "raw", None) or {}
+    for label in ("citation", "license"):
+        if raw.get(label):
+            lines.append(f"  {label + ':':<15} {raw[label]}")
     return "\n".join(lines) + "\n"
 
 

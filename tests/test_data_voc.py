@@ -255,3 +255,12 @@ def test_records_carry_subset_metrics_and_tables_show_them(
         assert row["frames"] == ("6" if row["subset"] == "all" else "2")
         for metric in ("recall", "mIoU", "IoU_smoke", "precision", "F1", "accuracy"):
             assert row[metric] == pct(score[metric]), (row, metric)
+
+
+def test_bench_show_gives_citation_licence_and_subsets(capsys: pytest.CaptureFixture) -> None:
+    assert main(["show", "smokeseg"]) == 0
+    out = capsys.readouterr().out
+    assert "  loader:         voc\n" in out
+    assert "  subsets:        test: small (SmokeSeg_ImageSets/Segmentation/test_small.txt), " \
+           "medium (" in out
+    assert "doi:10.1609/aaai.v38i7.28484" in out and "\n  license:        MIT (" in out
