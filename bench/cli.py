@@ -690,7 +690,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                "--server.port", str(args.port), "--server.headless", "true",
                "--browser.gatherUsageStats", "false"]
     print(f"bench demo: http://localhost:{args.port} (Ctrl+C stops it)", file=sys.stderr)
-    return subprocess.call(command, env=env)
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:  # Streamlit stops on the same Ctrl+C
+        return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,7 +71,8 @@ def leaderboard_chart(bars: Sequence[Bar], references: Sequence[Reference], titl
                       metrics: Sequence[str] = ("mIoU", "IoU_smoke")) -> Figure:
     """One panel per metric: a horizontal bar per method (first on top) with whiskers, and a
     vertical line per reference level, labelled in the legend."""
-    fig = Figure(figsize=(10.0, _bar_height(len(bars)) + 1.4), layout="tight")
+    extra = 0.22 * max(1, len(references))  # room for the legend under each panel
+    fig = Figure(figsize=(10.0, _bar_height(len(bars)) + 0.9 + extra), layout="tight")
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
     ys = list(range(len(bars)))[::-1]
     for ax, metric in zip(axes, metrics, strict=True):
@@ -96,7 +97,7 @@ def leaderboard_chart(bars: Sequence[Bar], references: Sequence[Reference], titl
         ax.set_xlim(0, 100)
         ax.grid(axis="x", alpha=0.3)
         if references:
-            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), fontsize=7, ncol=2,
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), fontsize=7, ncol=1,
                       frameon=False)
     axes[0].set_yticks(ys, [b.label for b in bars], fontsize=8)
     fig.suptitle(title, fontsize=11)

@@ -150,8 +150,8 @@ def _html_table(table: Any, table_id: str, caption: str = "") -> str:
         cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in row)
         body.append(f"<tr>{cells}</tr>")
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    return (f'<table class="sortable" id="{table_id}">{cap}<thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+    return (f'<div class="scroll"><table class="sortable" id="{table_id}">{cap}<thead><tr>'
+            f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
 def leaderboard_table(df: Any, records: dict[str, dict[str, Any]]) -> Any:
@@ -608,7 +608,7 @@ table.grid td{padding:2px} table.grid img{display:block}
 .missing,.na{width:180px;min-height:60px;padding:6px;font-size:11px;box-sizing:border-box}
 .missing{border:2px dashed #c00;color:#900;background:#fff0f0}
 .na{border:1px dashed #999;color:#666;background:#f6f6f6}
-img.chart{max-width:100%;height:auto}
+img.chart{max-width:100%;height:auto} div.scroll{overflow-x:auto;max-width:100%}
 details.prov{font-size:12px;color:#555;margin:.3em 0 1em}
 .legend{font-size:12px;color:#444}
 .sw{display:inline-block;width:12px;height:12px;vertical-align:middle;border:1px solid #888}
