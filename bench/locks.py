@@ -7,12 +7,12 @@ record), it takes that artifact's lock; having it, it looks again whether anothe
 written the artifact meanwhile and, if so, uses it instead of computing it. A cell that finds
 the lock taken says so on stderr and waits.
 
-The locks are `filelock.FileLock` files (``fcntl.flock`` on Unix) under
-``<out>/cache/.locks/``: the kernel (or the cluster file system: GPFS on Snellius, NFS through
-its lock manager) releases them when their process dies, even by SIGKILL, so a killed cell
-never leaves a stale lock. Deadlock is impossible because a process holding the lock of an
-artifact only asks for the locks of what that artifact is computed from (upstream stages), and
-that relation has no cycles. A lock already held by this process is re-entered.
+The locks are `filelock.FileLock` files (``fcntl.flock`` on Unix) under ``<out>/.locks/``
+(beside the cache, which holds only cache entries): the kernel (or the cluster file system:
+GPFS on Snellius, NFS through its lock manager) releases them when their process dies, even by
+SIGKILL, so a killed cell never leaves a stale lock. Deadlock is impossible because a process
+holding the lock of an artifact only asks for the locks of what that artifact is computed from
+(upstream stages), and that relation has no cycles. A lock already held by this process is re-entered.
 
 Why locks and not SLURM ``afterok`` dependencies: a lock also serves local worker processes,
 needs no plan of the shared prefixes before submission, and a cell whose upstream stage is
@@ -38,14 +38,15 @@ _guard = threading.Lock()
 
 
 def lock_path(cache_root: Path, artifact: Path) -> Path:
-    """The lock file of ``artifact`` (a path under the run folder's ``cache/`` or beside it)."""
+    """The lock file of ``artifact`` (a path under the run folder, whose ``cache/`` is
+    ``cache_root``)."""
     try:
         name = str(artifact.resolve().relative_to(cache_root.resolve().parent))
     except ValueError:
         name = str(artifact.resolve())
     readable = name.replace(os.sep, "_")[-80:]
     digest = hashlib.sha1(name.encode()).hexdigest()[:10]
-    return cache_root / ".locks" / f"{readable}.{digest}.lock"
+    return cache_root.parent / ".locks" / f"{readable}.{digest}.lock"
 
 
 @contextmanager
