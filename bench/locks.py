@@ -12,7 +12,8 @@ The locks are `filelock.FileLock` files (``fcntl.flock`` on Unix) under ``<out>/
 GPFS on Snellius, NFS through its lock manager) releases them when their process dies, even by
 SIGKILL, so a killed cell never leaves a stale lock. Deadlock is impossible because a process
 holding the lock of an artifact only asks for the locks of what that artifact is computed from
-(upstream stages), and that relation has no cycles. A lock already held by this process is re-entered.
+(upstream stages), and that relation has no cycles. A lock already held by this process is
+re-entered.
 
 Why locks and not SLURM ``afterok`` dependencies: a lock also serves local worker processes,
 needs no plan of the shared prefixes before submission, and a cell whose upstream stage is
