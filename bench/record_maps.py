@@ -19,7 +19,7 @@ pseudo labels.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,11 +76,6 @@ class Frames:
             return pixels
         y, x, h, w = ref.box
         return pixels[y:y + h, x:x + w]
-
-    def source_path(self, frame_id: str) -> Path | None:
-        """The image file a frame was read from (None for frames rendered in memory)."""
-        index, _ = self.view(frame_id).parts[0]
-        return self.samples.refs[index].frame.image_path
 
 
 def stage_roles(rec: dict[str, Any]) -> dict[str, int | None]:
@@ -273,15 +268,6 @@ class RunMaps:
             return m
         return binarize_at(m, record_threshold(rec) if threshold is None else threshold)
 
-    def iter_frames(self, rec: dict[str, Any], split: str | None = None
-                    ) -> Iterator[tuple[FrameView, np.ndarray | Missing]]:
-        """Each frame of the split with the record's stage map."""
-        frames = self.frames(rec, split)
-        if isinstance(frames, Missing):
-            raise FramesMissing(frames.reason)
-        for view in frames.views:
-            yield view, self.frame_map(rec, view.id, split)
-
     def close(self) -> None:
         """Close the open map files."""
         for npz in self._files.values():
@@ -299,10 +285,6 @@ class RunMaps:
         """Print `notes` to standard error, one ``bench: `` line each."""
         for line in self.notes:
             print(f"bench: {line}", file=sys.stderr)
-
-
-class FramesMissing(BenchError):
-    """The frames of a record's split cannot be loaded (data root, changed data)."""
 
 
 def record_threshold(rec: dict[str, Any]) -> float:

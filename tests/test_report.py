@@ -434,3 +434,30 @@ def test_the_browser_check_fails_on_a_broken_image_or_a_blank_page(
                             encoding="utf-8")
     with pytest.raises(AssertionError, match=r"leaderboard rows missing: \['all_smoke'\]"):
         check_in_browser(browser, empty_tables, finals, tmp_path / "rows.png")
+
+
+def test_out_of_distribution_records_get_their_table(tiny_run: tuple[Path, Path, str],
+                                                     tmp_path: Path) -> None:
+    src, include, name = tiny_run
+    out = tmp_path / "results"
+    shutil.copytree(src, out)
+    other = tmp_path / "other"
+    other.mkdir()
+    scored = f"{name}b"
+    (other / f"{scored}.toml").write_text(TINY_SYNTHETIC.format(name=scored)
+                                          .replace("seed = 3", "seed = 4"), encoding="utf-8")
+    assert main(["run", "--include", str(include), "--include", str(other), "--methods",
+                 "dark_channel+crf", "--datasets", scored, "--train-on", name, "--out",
+                 str(out), "--n-boot", "10", "--no-progress"]) == 0
+    _, page = report(out, include, "--include", str(other))
+    table = next(t for t in page.tables if t and t[0][:3] == ["method", "trained on",
+                                                              "dataset"])
+    rows = {(r[0], r[2]): r for r in table[1:]}
+    ood = next(r for r in load_records(out) if r["dataset"] == scored
+               and r["method"] == "dark_channel+crf")
+    row = rows[("dark_channel+crf", scored)]
+    assert row[1] == name
+    assert row[table[0].index("mIoU")] == f"{100 * ood['metrics']['mIoU']:.2f}"
+    # the in-domain group is unchanged: out-of-distribution rows stay out of its leaderboard
+    board = next(t for t in page.tables if t and t[0][:2] == ["method", "dataset"])
+    assert {r[1] for r in board[1:]} == {name}
