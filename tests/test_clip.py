@@ -484,6 +484,8 @@ def test_without_weights_both_stages_are_not_runnable() -> None:
             cls.Params(pretrained="openai", checkpoint="x.pt")
         with pytest.raises(ValueError, match=r"template must contain '\{\}' once"):
             cls.Params(template="a photo")
+        with pytest.raises(ValueError, match=r"background has an empty prompt: steam::sky"):
+            cls.Params(background=("steam", "", "sky"))
 
 
 def test_loading_errors_are_one_line(tiny: Path, tmp_path: Path,
