@@ -304,12 +304,6 @@ class Table:
     def empty(self) -> bool:
         return not self.rows
 
-    def names(self) -> list[str]:
-        return [c.name for c in self.columns]
-
-    def column(self, name: str) -> Column:
-        return next(c for c in self.columns if c.name == name)
-
     def add(self, row: dict[str, Any], role: str, block: Hashable, random: bool = False,
             reason: str | None = None) -> None:
         """Append one row with its context."""
@@ -1046,6 +1040,8 @@ def leaderboard_markdown(df: pd.DataFrame) -> str:
     if not ood.empty:
         for (profile, seed, split), sub in df[df["train_dataset"].isin(
                 set(ood["train_dataset"]))].groupby(["profile", "seed", "split"]):
+            if (sub["train_dataset"] == sub["dataset"]).all():
+                continue  # in-domain records only: no out-of-distribution section
             lines += [f"## out of distribution: split `{split}`, profile `{profile}`, seed "
                       f"{seed}", "", render_marked(ood_view(sub, mark=True), "md")]
     lines += ["### Columns", ""]

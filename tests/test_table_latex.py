@@ -153,3 +153,17 @@ def test_escaping_and_plain_frames() -> None:
     text = render(ablation, "latex")
     assert r"\begin{tabular}{lrl}" in text
     assert body(text)[1] == [["resnet50", "40.00", "x\\_y"], ["+CRF", "--", "1.0 z"]]
+
+
+def test_leaderboard_markdown_has_ood_sections_only_where_there_are_ood_records() -> None:
+    from bench.table import leaderboard_markdown
+
+    home = record("effnet", 0.5, 0.2, 0.3)
+    other_seed = {**record("effnet", 0.6, 0.3, 0.4), "seed": 1}
+    ood = {**record("effnet", 0.45, 0.1, 0.2, dataset="set_b"), "train_dataset": "set_a"}
+    text = leaderboard_markdown(frame([home, other_seed, ood]))
+    assert text.count("## out of distribution") == 1
+    assert "## out of distribution: split `test`, profile `quick`, seed 0" in text
+    section = text[text.index("## out of distribution"):text.index("### Columns")]
+    assert "| effnet   | set_a        | set_b     |" in section
+    assert "| -10.00 " in section  # Δ IoU_smoke: 10.00 - 20.00
