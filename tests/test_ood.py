@@ -314,3 +314,21 @@ def test_errors_are_one_line(ood_run: dict, capsys: pytest.CaptureFixture) -> No
         assert main([*args, *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and message in err, err
+
+
+def test_the_readme_section_commands_fit_the_code(ood_run: dict, tmp_path: Path) -> None:
+    """docs/tables.md's README section: its data set file parses, and its table command's
+    columns exist in an OOD view with pixel and image-level rows."""
+    from bench.data.config import parse_dataset_file
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "tables.md").read_text(
+        encoding="utf-8")
+    section = doc[doc.index("<!-- README section -->"):doc.index("<!-- /README section -->")]
+    toml = re.search(r"<<'TOML'\n(.*?)TOML\n", section, re.S).group(1)
+    (tmp_path / "ijmond_samples.toml").write_text(toml, encoding="utf-8")
+    config = parse_dataset_file(tmp_path / "ijmond_samples.toml")
+    assert (config.loader, config.split_names) == ("class_folders", ["val"])
+    columns = re.search(r"--ood --split val --columns \\\n +'([^']+)'", section).group(1)
+    rows = read_csv(table(ood_run, "--ood", "--format", "csv", "--columns", columns))
+    assert list(rows[0]) == columns.split(",")
+    assert "| effnet+crf     | smoke5k        | pixel   | 71       | 33.49 " in section
