@@ -133,9 +133,9 @@ class AffinityNet(Refiner):
                 raise ValueError(f"bg_score must be in [0, 1), got {self.bg_score}")
 
     #: quick: the default run's budget on 2 CPU cores (the synthetic set's 128 training images
-    #: at 256 px): 128-px crops (32x32 cells), 5 epochs of AdamW at 5e-3 (few steps: SGD at
-    #: IRN's 0.1 barely moves the loss in 40 of them), radius 5, no seed CRF (two CRFs per
-    #: training image cost more than the training), no mirrored inference
+    #: at 256 px): 128-px crops (32x32 cells), 5 epochs of AdamW at 5e-3 (in a short trial, a
+    #: dozen steps of SGD at IRN's 0.1 barely moved the loss), radius 5, no seed CRF (two CRFs
+    #: per training image cost more than the training), no mirrored inference
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"crop_size": 128, "batch_size": 16, "epochs": 5, "scale_min": 0.5,
                   "scale_max": 1.0, "optimizer": "adamw", "lr": 5e-3, "weight_decay": 1e-4,

@@ -262,8 +262,9 @@ def _make_batch(images: Sequence[np.ndarray], seeds: Sequence[np.ndarray], idx: 
         rh, rw = min(h, math.ceil(size / scale)), min(w, math.ceil(size / scale))
         y = int(rng.integers(0, h - rh + 1))
         x0 = int(rng.integers(0, w - rw + 1))
-        img_t = torch.from_numpy(np.ascontiguousarray(img[y:y + rh, x0:x0 + rw]))
-        lab_t = torch.from_numpy(np.ascontiguousarray(lab[y:y + rh, x0:x0 + rw]))
+        # copies: loaders may hand out read-only arrays
+        img_t = torch.tensor(img[y:y + rh, x0:x0 + rw])
+        lab_t = torch.tensor(lab[y:y + rh, x0:x0 + rw])
         oh, ow = min(size, max(1, round(rh * scale))), min(size, max(1, round(rw * scale)))
         img_f = img_t.permute(2, 0, 1)[None].float()
         if (oh, ow) != (rh, rw):
