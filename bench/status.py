@@ -27,6 +27,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -68,7 +69,8 @@ class RunLog:
     def create(cls, out: Path, cells: Sequence[Cell], executor: str,
                **info: Any) -> RunLog:
         """A new run log for ``cells``, made the folder's last run."""
-        run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+        # unique even for two runs of one process within a second (cell files are per run)
+        run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         log = cls(out, run_id)
         write_json(log.dir / "run.json", {
             "run_id": run_id, "executor": executor, "created": time.time(),

@@ -31,3 +31,12 @@ def test_states_from_the_run_log(tmp_path: Path) -> None:
     text = render(rows, log.run_id)
     assert "effnet+crf on synthetic/test" in text
     assert text.splitlines()[-1] == "  0 done, 2 running, 1 waiting, 1 failed"
+
+
+def test_two_runs_within_a_second_keep_apart(tmp_path: Path) -> None:
+    cells = [Cell("random", "synthetic", "test", RunOptions(out=tmp_path))]
+    first = RunLog.create(tmp_path, cells, "local")
+    first.write_cell(0, "done", summary="mIoU 1.00")
+    second = RunLog.create(tmp_path, cells, "slurm")
+    assert second.run_id != first.run_id
+    assert RunLog.last(tmp_path).statuses()[0].state == "waiting"
