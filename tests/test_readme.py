@@ -55,3 +55,13 @@ def test_adding_a_method_example_trains_caches_and_scores(tmp_path: Path,
     shown = capsys.readouterr().out
     assert shown.startswith(f"{name}: cam, trainable\n")
     assert re.search(r"\n  bins +int +16 +8 +16 +histogram bins per RGB channel\n", shown)
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    """`.ci/run` and the README's second fresh-machine command stay one command."""
+    blocks = re.findall(r"```bash\n(.*?)\n```", section("Fresh machine: two commands"), re.S)
+    assert len(blocks) == 2
+    main_job, tests = blocks
+    assert main_job.endswith("bench run && bench report")
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert ci[-1] == tests
