@@ -167,3 +167,35 @@ def test_leaderboard_markdown_has_ood_sections_only_where_there_are_ood_records(
     section = text[text.index("## out of distribution"):text.index("### Columns")]
     assert "| effnet   | set_a        | set_b     |" in section
     assert "| -10.00 " in section  # Δ IoU_smoke: 10.00 - 20.00
+
+
+@pytest.mark.parametrize("siunitx", [False, True], ids=["plain", "siunitx"])
+def test_latex_compiles_with_pdflatex(tmp_path, siunitx: bool) -> None:
+    """The LaTeX `bench table --format latex` writes compiles in a document with the packages
+    its header comment names (skipped where TeX Live is not installed)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("no pdflatex on PATH: compiling the LaTeX tables needs TeX Live "
+                    "(Debian: apt-get install texlive-latex-recommended)")
+    if siunitx and subprocess.run(["kpsewhich", "siunitx.sty"], capture_output=True,
+                                  text=True).stdout.strip() == "":
+        pytest.skip("siunitx.sty is not installed (Debian: apt-get install texlive-science)")
+    table = render(leaderboard_view(frame(RECORDS)), "latex",
+                   TableStyle(siunitx=siunitx, ci="inline",
+                              labels={"effnet+crf": "EffNet + CRF (50% Δ ±)"}))
+    pm = render(leaderboard_view(frame(RECORDS)), "latex",
+                TableStyle(siunitx=siunitx, ci="pm", columns=("method", "mIoU", "mIoU ±")))
+    preamble = [r"\documentclass{article}", r"\usepackage{booktabs}",
+                r"\usepackage[margin=1cm,landscape]{geometry}"]
+    if siunitx:
+        preamble += [r"\usepackage{siunitx}", r"\sisetup{detect-weight=true}"]
+    doc = "\n".join([*preamble, r"\begin{document}", r"\scriptsize", table, "", pm,
+                     r"\end{document}", ""])
+    (tmp_path / "t.tex").write_text(doc, encoding="utf-8")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    errors = [line for line in done.stdout.splitlines() if line.startswith("!")]
+    assert done.returncode == 0 and not errors, errors or done.stdout[-2000:]
+    assert (tmp_path / "t.pdf").stat().st_size > 0
