@@ -171,15 +171,26 @@ class Lattice {
 
         // 1. Embed pixels; each chunk numbers its vertices in a private table. (The numbering
         // depends on the chunking, the filter's results do not.)
+        //
+        // Vertex r of a pixel's simplex is rem0 + (r on the coordinates ranked <= D-r, r-V on
+        // the r others), so it is fixed by rem0 and the set of coordinates ranked above D-r: a
+        // bit mask. Each chunk numbers the remainder-0 points it meets (usually far fewer than
+        // the vertices) and keeps, per remainder-0 point, the vertex index of each of the 2^V
+        // masks once looked up. A pixel then costs at most one hash lookup (its rem0, none when
+        // it equals the previous pixel's) instead of D+1, and vertices are still inserted in
+        // order of first use, so the numbering is the one of D+1 lookups per pixel.
+        constexpr int kMasks = 1 << V;
         const int chunks = chunk_count(n_, threads > 1 ? 4 * threads : 1, 16384);
         std::vector<KeyTable<D>> tables(static_cast<size_t>(chunks));
         std::atomic<bool> bad{false};
         run_chunks(n_, chunks, threads, [&](int64_t lo, int64_t hi, int c) {
             KeyTable<D> &table = tables[static_cast<size_t>(c)];
             table.reset(1024);
+            KeyTable<D> centres(256);     // remainder-0 points met by this chunk
+            std::vector<int32_t> around;  // kMasks vertex indices per centre, -1: not yet
             float f[D], bary[V];
-            int32_t rem0[V], rank[V], prev_rem0[V], prev_rank[V], key[D];
-            bool have_prev = false;
+            int32_t rem0[V], rank[V], prev_rem0[D], key[D];
+            int32_t *known = nullptr;     // `around` row of the current centre
             for (int64_t i = lo; i < hi; ++i) {
                 feature(i, f);
                 int32_t *off = &offset_[static_cast<size_t>(i * V)];
@@ -191,26 +202,30 @@ class Lattice {
                         off[r] = 0;
                         weight_[static_cast<size_t>(i * V + r)] = 0.f;
                     }
-                    have_prev = false;
                     continue;
                 }
                 embed(f, scale, rem0, rank, bary);
-                bool same = have_prev;
-                for (int d = 0; same && d <= D; ++d)
-                    same = rem0[d] == prev_rem0[d] && rank[d] == prev_rank[d];
-                if (same) {  // same simplex as the previous pixel: reuse its vertices
-                    for (int r = 0; r <= D; ++r) off[r] = off[r - V];
-                } else {
-                    for (int r = 0; r <= D; ++r) {
+                bool same = known != nullptr;
+                for (int d = 0; same && d < D; ++d) same = rem0[d] == prev_rem0[d];
+                if (!same) {  // a new centre for this pixel (rem0[D] follows: coordinates sum to 0)
+                    const size_t count = centres.size();
+                    const size_t centre = static_cast<size_t>(centres.insert(rem0));
+                    if (centre == count) around.resize((count + 1) * kMasks, -1);
+                    known = &around[centre * kMasks];
+                    for (int d = 0; d < D; ++d) prev_rem0[d] = rem0[d];
+                }
+                int32_t by_rank[V];  // coordinate of each rank
+                for (int d = 0; d <= D; ++d) by_rank[rank[d]] = d;
+                int mask = 0;  // coordinates ranked above D - r
+                for (int r = 0; r <= D; ++r) {
+                    if (r > 0) mask |= 1 << by_rank[D - r + 1];
+                    int32_t &vertex = known[mask];
+                    if (vertex < 0) {
                         for (int d = 0; d < D; ++d)
                             key[d] = rem0[d] + (rank[d] <= D - r ? r : r - V);
-                        off[r] = table.insert(key);
+                        vertex = table.insert(key);
                     }
-                    for (int d = 0; d <= D; ++d) {
-                        prev_rem0[d] = rem0[d];
-                        prev_rank[d] = rank[d];
-                    }
-                    have_prev = true;
+                    off[r] = vertex;
                 }
                 for (int r = 0; r <= D; ++r) weight_[static_cast<size_t>(i * V + r)] = bary[r];
             }
