@@ -305,6 +305,30 @@ def test_sweep_matches_naive_loop_exactly(dtype) -> None:
             )
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sweep_table_and_sort_paths_match_naive_loop(dtype) -> None:
+    """Both ways of counting (rank table; sort for thresholds too close for a table) are exact."""
+    from bench.metrics.sweep import _as_thresholds, _rank_table
+
+    rng = np.random.default_rng(3)
+    spread = np.cumsum(rng.uniform(0.002, 0.004, 250))  # a larger table, moved by `lo`
+    close = np.array([0.25, 0.5, np.nextafter(0.5, 1), 0.5 + 1e-7, 0.75])  # no table: sort
+    wide = np.array([-1.0, 0.0, 1e-30, 1e-6, 0.5, 1.0, 1.5, 2.0, 7.0])  # keys clipped, shared
+    cases = [(DEFAULT_THRESHOLDS, True), (spread, True), (close, False), (wide, True)]
+    for th, table in cases:
+        has_table = _rank_table(_as_thresholds(th).tobytes(), np.dtype(dtype)) is not None
+        assert has_table == table, th
+        label = random_case(rng, (41, 29))
+        soft = rng.random(label.shape).astype(dtype)
+        flat = soft.reshape(-1)
+        on = np.clip(th[rng.integers(0, th.size, 300)], 0, 1).astype(dtype)
+        flat[:300] = on  # exactly on, just below and just above thresholds
+        flat[300:600] = np.nextafter(on, dtype(0))
+        flat[600:900] = np.nextafter(on, dtype(1))
+        flat[-5:] = np.array([0.0, -0.0, 1e-40, 1.0, 1.0], dtype)
+        np.testing.assert_array_equal(sweep_areas(soft, label, th), naive_sweep(soft, label, th))
+
+
 def test_sweep_boundary_is_exact_not_float32() -> None:
     # float32(0.02) = 0.0199999995... < 0.02: not smoke at t = 0.02 (a float32 comparison says it
     # is); the next float32 up is smoke.

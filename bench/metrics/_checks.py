@@ -6,8 +6,10 @@ from typing import Any
 
 import numpy as np
 
-# Sort keys for the sweep: the bit pattern of a non-negative float orders like its value, and the
-# two top bits (free for values in [0, 2)) hold the label class: 0 background, 1 smoke, >= 2 ignore.
+# Keys for the sweep: (unsigned dtype, value bits). The bit pattern of a non-negative float orders
+# like its value, and values in [0, 2) leave the two top bits free for the label class (0
+# background, 1 smoke, 3 ignore) in the sweep's sort fallback; its table path puts the class
+# just above the highest bit a (moved) value key can have (bench.metrics.sweep._RankTable).
 _KEY_LAYOUT = {
     np.dtype(np.float32): (np.uint32, 30),
     np.dtype(np.float64): (np.uint64, 62),
