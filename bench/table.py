@@ -801,9 +801,14 @@ def ablation(df: pd.DataFrame, base: str, labels: dict[str, str] | None = None,
 
     spec = parse_pipeline(base)
     labels = labels or {}
+    prefixes = [spec.prefix(n).text for n in range(1, len(spec.stages) + 1)]
+    methods = set(df["method"]) if "method" in df else set()
+    missing = [p for p in prefixes if p not in methods]
+    if missing:
+        raise ConfigError(f"--ablation '{base}': no records of {', '.join(map(repr, missing))} "
+                          f"(bench run --methods '{base}' with the same options writes them)")
     rows = []
-    for n in range(1, len(spec.stages) + 1):
-        prefix = spec.prefix(n).text
+    for n, prefix in enumerate(prefixes, start=1):
         match = df[df["method"] == prefix]
         stage = spec.stages[n - 1]
         name = labels.get(stage.name) or stage.name
@@ -817,7 +822,8 @@ def ablation(df: pd.DataFrame, base: str, labels: dict[str, str] | None = None,
                 else:
                     row[key] = _pct(sub.iloc[-1].get(m))
         rows.append(row)
-    return pd.DataFrame(rows)
+    # a data set where some prefix has no record: say so instead of NaN
+    return pd.DataFrame(rows).fillna("no record")
 
 
 def grid(df: pd.DataFrame, plugin: str, params: Sequence[str] = (),

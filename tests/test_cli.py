@@ -91,6 +91,12 @@ def test_tables_from_records(tmp_path: Path, smoke5k_root: Path,
     recs = {r["method"]: r for r in load_records(out)}
     shown = f"{100 * recs['dark_channel+threshold']['metrics']['mIoU']:.2f}"
     assert shown in rows[3]
+    # a pipeline whose records are not in the run folder is an error, not a row of NaN
+    assert main(["table", "--out", str(out), "--ablation", "dark_channel+crf"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["bench: error: --ablation 'dark_channel+crf': no records of "
+                   "'dark_channel+crf' (bench run --methods 'dark_channel+crf' with the same "
+                   "options writes them)"]
 
 
 def test_compare_paired_bootstrap(tmp_path: Path, smoke5k_root: Path,
