@@ -24,16 +24,33 @@ Images are scaled before the forward pass by the factor the classifier was train
 their aspect ratio, sides rounded to a multiple of the network stride. So a classifier trained
 on 128-px crops of large photos reads the photos at native resolution, and wrappers that rescale
 or tile the image (multi-scale, sliding window) compose with it.
+
+Precision and memory format of CAM extraction (inference-only parameters; training follows
+``amp``):
+
+- ``autocast``: ``auto`` (the default) computes as before the option existed: float32 on the
+  CPU, float16 autocast on CUDA when ``amp`` is on. ``off`` is float32 everywhere. ``bfloat16``
+  / ``float16`` run the backbone under that autocast dtype and the CAM product, upsampling and
+  normalisation in float32; a dtype the device lacks (`autocast_dtype`: torch's oneDNN
+  capability on the CPU, ``torch.cuda.is_bf16_supported`` on CUDA) is a one-line
+  `ConfigError` when the network is built, never a silent fallback to float32.
+- ``channels_last``: ``auto`` keeps the format the network was built in (CNNs channels-last,
+  their training format; ViTs contiguous), ``true`` / ``false`` put weights and inputs in
+  channels-last / contiguous NCHW for any backbone.
+
+Both are part of a stage's cache key (a map computed in bfloat16 is never served from a float32
+cache) and not of the trained state's (`inference_params`: one training serves every variant).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -49,6 +66,63 @@ from bench.stages import CamSource
 from bench.weights import WeightsSpec, resolve_weights, weights_origin
 
 NORMALIZE = ("minmax", "max", "sigmoid")
+#: values of the ``autocast`` parameter (CAM extraction precision)
+AUTOCAST = ("auto", "off", "bfloat16", "float16")
+
+
+def device_lacks(dtype: torch.dtype, device: torch.device) -> str:
+    """Why ``device`` cannot run autocast in ``dtype`` (bfloat16 or float16); "" if it can.
+
+    CUDA: float16 always, bfloat16 where ``torch.cuda.is_bf16_supported()``. CPU: where torch's
+    oneDNN has kernels for the dtype (``torch.ops.mkldnn._is_mkldnn_bf16_supported`` / ``_fp16_``:
+    bfloat16 on AVX-512 or Arm BF16 CPUs, natively with AVX512-BF16 or AMX; float16 with
+    AVX512-FP16 or AMX-FP16), not the slow reference kernels torch would fall back to.
+    """
+    name = str(dtype).removeprefix("torch.")
+    if device.type == "cuda":
+        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            return (f"{torch.cuda.get_device_name(device)} has no bfloat16 support in torch: "
+                    "use autocast=float16 (or off)")
+        return ""
+    if device.type == "cpu":
+        check = "_is_mkldnn_bf16_supported" if dtype == torch.bfloat16 \
+            else "_is_mkldnn_fp16_supported"
+        try:
+            supported = bool(torch.backends.mkldnn.is_available()
+                             and getattr(torch.ops.mkldnn, check)())
+        except (AttributeError, RuntimeError):
+            supported = False
+        if supported:
+            return ""
+        needs = "AVX-512 or Arm BF16" if dtype == torch.bfloat16 else "AVX512-FP16 or AMX-FP16"
+        other = "off" if dtype == torch.bfloat16 else "bfloat16 or off on the CPU"
+        return (f"this CPU has no {name} support in torch's oneDNN (it needs {needs}): "
+                f"use autocast={other}, or a CUDA device")
+    return f"autocast on device '{device.type}' is not supported: use autocast=off"
+
+
+def autocast_dtype(setting: str, device: torch.device, amp: bool = True) -> torch.dtype | None:
+    """The autocast dtype of CAM extraction under ``autocast=setting`` on ``device``; None means
+    float32. ``auto`` is float16 on CUDA when ``amp``, else float32 (as before the parameter
+    existed). A dtype the device lacks is a `ConfigError` (`device_lacks`), not a fallback."""
+    if setting not in AUTOCAST:
+        raise ConfigError(f"autocast must be one of {', '.join(AUTOCAST)}, not '{setting}'")
+    if setting == "auto":
+        return torch.float16 if amp and device.type == "cuda" else None
+    if setting == "off":
+        return None
+    dtype = torch.bfloat16 if setting == "bfloat16" else torch.float16
+    why = device_lacks(dtype, device)
+    if why:
+        raise ConfigError(f"autocast={setting}: {why}")
+    return dtype
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    """An autocast context in ``dtype`` on ``device``, or a no-op one for None (float32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def _normalize_batch(cam: torch.Tensor, how: str, eps: float = 1e-12) -> torch.Tensor:
@@ -72,7 +146,8 @@ class ClassifierCam(CamSource):
     #: parameters that change how CAMs are read, not what is trained: variants differing only
     #: in these share one trained classifier in the runner's cache
     inference_params: ClassVar[tuple[str, ...]] = ("layers", "layer_fusion", "normalize",
-                                                   "cam_scale", "batch_infer")
+                                                   "cam_scale", "batch_infer", "autocast",
+                                                   "channels_last")
 
     @dataclass
     class Params(TrainSettings):
@@ -94,6 +169,11 @@ class ClassifierCam(CamSource):
             stay frozen, their BatchNorm in eval mode (fine-tuning a pretrained backbone).
         cam_scale: factor images are scaled by before the forward pass (0: as in training).
         batch_infer: images per forward pass when computing CAMs.
+        autocast: precision of CAM extraction: auto (float32 on the CPU, float16 on CUDA with
+            amp), off (float32), bfloat16 or float16 (the backbone under autocast; a device
+            without the dtype is an error).
+        channels_last: memory format of CAM extraction: auto (CNNs channels-last, ViTs NCHW),
+            true (channels-last) or false (NCHW).
         """
 
         backbone: str = "resnet50"
@@ -109,6 +189,8 @@ class ClassifierCam(CamSource):
         normalize: str = "minmax"
         cam_scale: float = 0.0
         batch_infer: int = 8
+        autocast: Literal["auto", "off", "bfloat16", "float16"] = "auto"
+        channels_last: Literal["auto", True, False] = "auto"
 
         def __post_init__(self) -> None:
             if self.normalize not in NORMALIZE:
@@ -121,6 +203,12 @@ class ClassifierCam(CamSource):
                 raise ValueError("input_size must be >= 16, epochs >= 0 and batch_size >= 1")
             if self.output_stride not in (0, 8, 16, 32):
                 raise ValueError("output_stride must be 0, 8, 16 or 32")
+            if self.autocast not in AUTOCAST:
+                raise ValueError(f"autocast must be one of {', '.join(AUTOCAST)}, "
+                                 f"not '{self.autocast}'")
+            if not (self.channels_last == "auto" or isinstance(self.channels_last, bool)):
+                raise ValueError(f"channels_last must be auto, true or false, "
+                                 f"not '{self.channels_last}'")
             # fail before any data is loaded: unknown backbone, missing weights file
             check_backbone(self.backbone)
             resolve_weights(self.weights, self.pretrained, self.backbone)
@@ -165,8 +253,10 @@ class ClassifierCam(CamSource):
 
     def build(self, weights: bool = True) -> TimmNet:
         """Create the network (seeded from ``ctx.seed``) with its initial weights (``weights``)
-        or just the architecture; also the way to get an untrained CAM source in tests."""
+        or just the architecture; also the way to get an untrained CAM source in tests.
+        An ``autocast`` dtype the device lacks fails here, before any training."""
         p = self.params
+        self.cam_dtype()
         spec = self.weights_spec() if weights else WeightsSpec("none")
         torch.manual_seed(self.ctx.seed)
         self.net = create_net(p.backbone, spec, p.input_size, p.output_stride, p.drop_path)
@@ -273,6 +363,22 @@ class ClassifierCam(CamSource):
         self.weights_info = dict(meta.get("weights", {}))
 
     # ----------------------------------------------------------------- CAM hooks
+    def cam_dtype(self, device: torch.device | None = None) -> torch.dtype | None:
+        """The autocast dtype CAMs are computed in on ``device`` (default: the run's; None:
+        float32); a `ConfigError` naming the plugin when the device lacks the dtype."""
+        device = self.device() if device is None else device
+        try:
+            return autocast_dtype(self.params.autocast, device, bool(self.params.amp))
+        except ConfigError as exc:
+            raise ConfigError(f"{self.name or type(self).__name__}: {exc}") from None
+
+    def cam_memory_format(self) -> torch.memory_format | None:
+        """The memory format ``channels_last`` asks for (None: the network's own)."""
+        choice = self.params.channels_last
+        if choice == "auto":
+            return None
+        return torch.channels_last if choice else torch.contiguous_format
+
     def input_shape(self, height: int, width: int) -> tuple[int, int]:
         """The size an image is fed at: scaled by ``cam_scale`` (or the training scale),
         sides rounded to a multiple of the network stride."""
@@ -296,8 +402,14 @@ class ClassifierCam(CamSource):
 
     def cam_batch(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """CAMs of a batch of images in [0, 1] (Bx3xhxw) at output ``size``, BxHxW in [0, 1]."""
+        return self.cams_from_grids(self.feature_grids(x), size)
+
+    def cams_from_grids(self, grids: Sequence[torch.Tensor], size: tuple[int, int]
+                        ) -> torch.Tensor:
+        """CAMs BxHxW in [0, 1] at output ``size`` from the feature grids of `feature_grids`:
+        per grid `cam_from_grid`, bilinear upsampling and normalisation, then layer fusion."""
         maps = []
-        for grid in self.feature_grids(x):
+        for grid in grids:
             cam = self.cam_from_grid(grid)[:, None]
             cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
             maps.append(_normalize_batch(cam, self.params.normalize))
@@ -312,9 +424,17 @@ class ClassifierCam(CamSource):
         return stack.clamp(min=0).double().log().mean(0).exp().float()
 
     def compute(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """CAMs of uint8 HxWx3 images, batched by size; ``autocast`` and ``channels_last`` set
+        the precision and memory format of the forward pass (see the module docstring)."""
         net = self.require_net()
         device = next(net.parameters()).device
-        use_amp = bool(self.params.amp and device.type == "cuda")
+        dtype = self.cam_dtype(device)
+        # auto: the whole CAM under the autocast, as before the parameter existed; an explicit
+        # dtype keeps the CAM product, upsampling and normalisation in float32
+        legacy = self.params.autocast == "auto"
+        fmt = self.cam_memory_format()
+        if fmt != net.memory_format:
+            net.set_memory_format(fmt)
         out: list[np.ndarray | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
@@ -326,8 +446,15 @@ class ClassifierCam(CamSource):
             if shape != (h, w):
                 x = F.interpolate(x, size=shape, mode="bilinear", align_corners=False,
                                   antialias=shape[0] < h or shape[1] < w)
-            with torch.inference_mode(), torch.autocast(device.type, enabled=use_amp):
-                maps = self.cam_batch(x, (h, w)).float().cpu().numpy()
+            with torch.inference_mode():
+                if legacy:
+                    with _autocast(device, dtype):
+                        cams = self.cam_batch(x, (h, w))
+                else:
+                    with _autocast(device, dtype):
+                        grids = self.feature_grids(x)
+                    cams = self.cams_from_grids([g.float() for g in grids], (h, w))
+                maps = cams.float().cpu().numpy()
             for j, i in enumerate(idx):
                 out[i] = maps[j]
         return out  # type: ignore[return-value]

@@ -66,6 +66,10 @@ class TimmNet(nn.Module):
         self.num_features = int(model.num_features)
         self.stride = self._stride()
         self.linear_head = self._linear_head()
+        #: the memory format `normalize` gives inputs; None (as built): CNN inputs become
+        #: channels-last, the CNNs' training format, ViT inputs stay as they come.
+        #: `set_memory_format` changes it together with the weights' format
+        self.memory_format: torch.memory_format | None = None
 
     # ----------------------------------------------------------------- structure
     def _stride(self) -> int:
@@ -105,9 +109,23 @@ class TimmNet(nn.Module):
         return head if same else None
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Input normalisation; CNNs get channels-last tensors (faster on CPU and with AMP)."""
+        """Input normalisation; CNNs get channels-last tensors (faster on CPU and with AMP)
+        unless `set_memory_format` chose another format."""
         x = (x - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.kind == "cnn" else x
+        fmt = self.memory_format
+        if fmt is None:
+            fmt = torch.channels_last if self.kind == "cnn" else None
+        return x.contiguous(memory_format=fmt) if fmt is not None else x
+
+    def set_memory_format(self, fmt: torch.memory_format | None) -> None:
+        """Weights and inputs in ``fmt`` (``torch.channels_last`` or
+        ``torch.contiguous_format``, for any backbone); None restores the format as built
+        (CNNs channels-last, ViTs contiguous). Numbers agree across formats to float
+        rounding; which is faster depends on the backbone, the CPU and the precision."""
+        self.memory_format = fmt
+        if fmt is None:
+            fmt = torch.channels_last if self.kind == "cnn" else torch.contiguous_format
+        self.to(memory_format=fmt)
 
     # ----------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
