@@ -128,7 +128,7 @@ class CachedPipeline:
         self.states = checked_states(self.runner, rec, data)
         self.plugins = [self.runner.ensure_ready(self.states, i, data)
                         for i in range(len(self.states))]
-        self.outputs = [str(type(p).output) for p in self.plugins]
+        self.outputs = [str(type(p).output_kind(p.params)) for p in self.plugins]
         self.tile = int(self.runner.dataset.tile_size)
 
     def apply(self, image: np.ndarray, image_id: str = "upload") -> list[np.ndarray]:

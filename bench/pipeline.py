@@ -50,5 +50,10 @@ def stage_configs(spec: PipelineSpec, profile: str) -> list[StageConfig]:
     return out
 
 
+def pipeline_outputs(spec: PipelineSpec, profile: str) -> list[str]:
+    """The kind of map (``soft`` or ``labels``) every stage outputs under its parameters."""
+    return [METHODS.get(s.name).cls.output_kind(stage_params(s, profile)) for s in spec.stages]
+
+
 __all__ = ["CamSource", "CamWrapper", "Refiner", "Segmenter", "StageConfig", "build_stage",
-           "stage_configs", "stage_params"]
+           "pipeline_outputs", "stage_configs", "stage_params"]

@@ -28,7 +28,7 @@ from bench.data.frames import SampleList
 from bench.device import resolve_device
 from bench.errors import BenchError, ConfigError, NotRunnableError, PluginError, one_line
 from bench.evaluate import StageScore, score_stage
-from bench.pipeline import build_stage, stage_configs
+from bench.pipeline import build_stage, pipeline_outputs, stage_configs
 from bench.plugins import builtin_dir, discover, include_dirs
 from bench.provenance import provenance
 from bench.records import write_not_run_record, write_record
@@ -139,6 +139,8 @@ class CellRunner:
         #: key of the scored split in `SplitData` (OOD: kept apart from the training set's own)
         self.eval_key = f"ood-{cell.split}" if self.ood else cell.split
         self.configs = [c.as_dict() for c in stage_configs(self.spec, self.opts.profile)]
+        #: each stage's kind of map, ``soft`` or ``labels`` (`Plugin.output_kind`)
+        self.outputs = pipeline_outputs(self.spec, self.opts.profile)
         self.cache_root = self.opts.out / "cache"
         self.data: SplitData | None = None
         #: exclusions of the scored data set of an out-of-distribution cell (its records)
@@ -259,7 +261,7 @@ class CellRunner:
             plugin.inner = self.ensure_ready(states, i - 1, data)  # type: ignore[assignment]
         self.prepare_sources(plugin, data)
         if isinstance(plugin, Refiner) and plugin.uses_input_threshold and i > 0 \
-                and _output_of(self.spec.stages[i - 1].name) == "soft":
+                and self.outputs[i - 1] == "soft":
             plugin.input_threshold = self.stage_threshold(states, i - 1, data)
         state.plugin = plugin
         if plugin.trainable:
@@ -339,7 +341,7 @@ class CellRunner:
                       data: SplitData) -> list[np.ndarray]:
         """Stage ``i``'s maps on the training split as labels (soft maps: its chosen threshold)."""
         maps = self.maps(states, i, "train", data)
-        if _output_of(self.spec.stages[i].name) == "labels":
+        if self.outputs[i] == "labels":
             return [m.astype(np.uint8) for m in maps]
         from bench.metrics import binarize
 
@@ -409,9 +411,9 @@ class CellRunner:
                 for sample, cam in progress(zip(samples, upstream, strict=True),
                                             total=len(samples), desc=desc,
                                             enabled=self.opts.progress):
-                    refined = check_map(plugin.refine(sample, cam), sample.image, plugin.output,
-                                        f"{who}.refine (sample {sample.id})")
-                    out.append(compact(refined, plugin.output))
+                    refined = check_map(plugin.refine(sample, cam), sample.image,
+                                        self.outputs[i], f"{who}.refine (sample {sample.id})")
+                    out.append(compact(refined, self.outputs[i]))
             return out
         if isinstance(plugin, Segmenter):
             out = []
@@ -422,9 +424,9 @@ class CellRunner:
                     if len(preds) != len(batch):
                         raise ValueError(f"{who}.predict returned {len(preds)} maps for "
                                          f"{len(batch)} images")
-                    out.extend(compact(check_map(p, s.image, plugin.output,
+                    out.extend(compact(check_map(p, s.image, self.outputs[i],
                                                   f"{who}.predict (sample {s.id})"),
-                                        plugin.output) for p, s in zip(preds, batch, strict=True))
+                                        self.outputs[i]) for p, s in zip(preds, batch, strict=True))
             return out
         raise TypeError(f"unknown plugin type {who}")
 
@@ -456,8 +458,7 @@ class CellRunner:
     # ----------------------------------------------------------------- evaluation
     def evaluate(self, states: list[StageState], i: int, data: SplitData) -> StageScore:
         state = states[i]
-        name = self.spec.stages[i].name
-        output = _output_of(name)
+        output = self.outputs[i]
         eval_split = data[self.eval_key]
         calib = self.calib_name(data)
         if not eval_split.has_masks:  # image labels only (RISE clips, class folders)
@@ -540,7 +541,7 @@ class CellRunner:
             "pipeline": self.spec.text,
             "stage": i,
             "stage_kind": state.config["kind"],
-            "output": _output_of(self.spec.stages[i].name),
+            "output": self.outputs[i],
             "dataset": self.dataset.name,
             "train_dataset": self.train_name,
             "split": self.cell.split,
@@ -588,7 +589,7 @@ class CellRunner:
         state = states[i]
         rec = {
             "method": state.spec_text, "pipeline": self.spec.text, "stage": i,
-            "stage_kind": state.config["kind"], "output": _output_of(self.spec.stages[i].name),
+            "stage_kind": state.config["kind"], "output": self.outputs[i],
             "dataset": self.dataset.name, "train_dataset": self.train_name,
             "split": self.cell.split, "profile": self.opts.profile, "seed": self.opts.seed,
             "level": "pixel" if data[self.eval_key].has_masks else "image",
@@ -653,9 +654,6 @@ def _plugin_class(name: str) -> type[Plugin]:
 
     return METHODS.get(name).cls
 
-
-def _output_of(name: str) -> str:
-    return _plugin_class(name).output
 
 
 def _box_slices(box: tuple[int, int, int, int]) -> tuple[slice, slice]:

@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 
 from bench.errors import ConfigError
+from bench.params import build_params
 from bench.plugins import METHODS, method_kind, missing_requirements
 
 _STAGE = re.compile(r"^\s*([A-Za-z0-9_.\-*?]+)\s*(?:\[(.*)\])?\s*$", re.S)
@@ -148,7 +149,9 @@ def validate(spec: PipelineSpec) -> None:
             if out not in cls.accepts:
                 raise ConfigError(f"'{spec.text}': refiner '{stage.name}' accepts "
                                   f"{' or '.join(cls.accepts)} maps but gets {out} ones")
-            out = cls.output
+            out = cls.output_kind(build_params(cls.Params, {**METHODS.get(stage.name).defaults,
+                                                           **dict(stage.params)},
+                                               f"'{stage.text}'"))
 
 
 def runnable_name(name: str) -> str | None:

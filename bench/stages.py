@@ -91,6 +91,14 @@ class Plugin:
     class Params:
         pass
 
+    @classmethod
+    def output_kind(cls, params: Any) -> Output:
+        """The kind of map the plugin outputs under ``params`` (its resolved ``Params``):
+        its class's ``output``, unless a parameter switches it (``affinity[labels=true]``
+        outputs labels). Must not depend on profile-only parameters: a pipeline's stages are
+        checked against each other from the spec's values."""
+        return cls.output  # type: ignore[attr-defined]
+
     def __init__(self, params: Any | None = None, ctx: RunContext | None = None) -> None:
         self.params = params if params is not None else self.Params()
         self.ctx = ctx if ctx is not None else RunContext()

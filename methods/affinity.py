@@ -32,9 +32,8 @@ their earlier PSA/AffinityNet (Ahn & Kwak, CVPR 2018). A trainable refiner: ``ef
   the path between cells within ``radius`` (5), ``T = A ** beta`` (10) normalised, the map
   ``cam * (1 - B) @ T ** (2 ** exp_times)`` (8), on a sparse graph. The result is upsampled
   4x (bilinear) and divided by its maximum: the **soft map** this refiner outputs.
-  ``labels=true`` outputs IRN's decision instead: smoke where the soft map exceeds
-  ``bg_score`` (0.25), as a 0/1 map (a refiner's output kind is fixed per plugin, so it is
-  stored and scored as a soft map whose every threshold gives these labels).
+  ``labels=true`` outputs IRN's decision instead: a label map (uint8, 1 where the soft map
+  exceeds ``bg_score`` (0.25), else 0), stored and scored as labels (`output_kind`).
 
 Profiles: ``full`` is IRN's training (512-px crops, batch 32, 3 epochs, rescaling 0.5-1.5,
 SGD at 0.1, radius 10, CRF-cleaned seeds, mirrored inference) on EfficientNet-Lite0;
@@ -141,6 +140,11 @@ class AffinityNet(Refiner):
                   "scale_max": 1.0, "optimizer": "adamw", "lr": 5e-3, "weight_decay": 1e-4,
                   "train_radius": 5, "crf_seeds": False, "infer_flip": False},
     }
+
+    @classmethod
+    def output_kind(cls, params: Any) -> str:
+        """``labels`` with ``labels=true`` (IRN's decision), else the soft walked map."""
+        return "labels" if params.labels else "soft"
 
     def __init__(self, params: Any | None = None, ctx: Any | None = None) -> None:
         super().__init__(params, ctx)
@@ -249,8 +253,8 @@ class AffinityNet(Refiner):
         return self.scale(cam)
 
     def refine(self, sample: Sample, cam: np.ndarray) -> np.ndarray:
-        """The walked map of ``sample`` divided by its maximum (``labels``: 0/1 above
-        ``bg_score``), float32 at the image's size."""
+        """The walked map of ``sample`` divided by its maximum, float32 at the image's size
+        (``labels``: uint8 labels, 1 above ``bg_score``)."""
         p = self.params
         h, w = sample.image.shape[:2]
         b = self.boundary(sample.image)
@@ -260,7 +264,7 @@ class AffinityNet(Refiner):
         top = float(up.max())
         soft = np.clip(up / top, 0.0, 1.0) if top > 0 else np.zeros((h, w), np.float32)
         if p.labels:
-            return (soft > p.bg_score).astype(np.float32)
+            return (soft > p.bg_score).astype(np.uint8)
         return soft.astype(np.float32)
 
 

@@ -307,8 +307,22 @@ def test_refine_outputs_a_soft_map_or_labels(scenes: list[Any], tmp_path: Path) 
     assert soft.max() == pytest.approx(1.0) and soft.min() >= 0
     plugin.params.labels = True
     hard = plugin.refine(Sample("s", s.image), cam)
-    np.testing.assert_array_equal(hard, (soft > 0.25).astype(np.float32))
+    assert hard.dtype == np.uint8
+    np.testing.assert_array_equal(hard, (soft > 0.25).astype(np.uint8))
     assert not plugin.refine(Sample("s", s.image), np.zeros_like(cam)).any()
+    assert type(plugin).output_kind(plugin.params) == "labels"
+
+
+def test_labels_true_is_a_label_stage_in_the_pipeline_checks() -> None:
+    from bench.errors import ConfigError
+    from bench.pipeline import pipeline_outputs
+    from bench.spec import parse_pipeline
+
+    spec = parse_pipeline("effnet+affinity[labels=true]+deeplabv3plus")
+    assert pipeline_outputs(spec, "quick") == ["soft", "labels", "labels"]
+    assert pipeline_outputs(parse_pipeline("effnet+affinity"), "quick") == ["soft", "soft"]
+    with pytest.raises(ConfigError, match="refiner 'crf' accepts soft maps but gets labels"):
+        parse_pipeline("effnet+affinity[labels=true]+crf")
 
 
 # --------------------------------------------------------------------------- through the CLI
@@ -361,8 +375,11 @@ def test_cli_effnet_affinity_runs_and_caches(cli: dict) -> None:
     assert cli["counts"] == {"fit": 0, "refine": 0}  # everything from the cache
     # an inference-only parameter reuses the trained network
     assert main([*cli["base"], "--methods", f"{spec[:-1]},labels=true]"]) == 0
-    assert cli["counts"]["fit"] == 0 and cli["counts"]["refine"] == 6
+    # labels need no threshold: only the 4 test frames are refined, not the 2 val ones
+    assert cli["counts"]["fit"] == 0 and cli["counts"]["refine"] == 4
     assert model.exists()
+    labels = next(r for r in load_records(cli["out"]) if r["method"].endswith("labels=true]"))
+    assert labels["output"] == "labels" and labels["threshold"] in (None, {})
 
 
 def test_cli_crf_affinity_deeplab_resumes_a_killed_training(
