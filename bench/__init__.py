@@ -65,6 +65,8 @@ _EXPORTS = {
     "pipeline_weights": "bench.weights",
     "join_origins": "bench.weights",
     "read_state_dict": "bench.weights",
+    "HubWeight": "bench.weight_cache",
+    "hub_weight_file": "bench.weight_cache",
     # mask sets, merge strategies and the content-keyed mask cache (torch-free)
     "MaskSet": "bench.mask_set",
     "MaskCache": "bench.mask_cache",

@@ -15,7 +15,14 @@ import from here. Kinds:
 
 - ``timm``: a timm model's pretrained weights (``name`` = the model), stored as the state dict
   of ``timm.create_model(name, pretrained=True)``, i.e. after timm's own conversions;
-- ``url``: a file downloaded as it is (``file://`` URLs work too).
+- ``url``: a file downloaded as it is (``file://`` URLs work too). A Hugging Face file is the
+  URL ``https://huggingface.co/<repo>/resolve/main/<file>``.
+
+Who declares what: classifier CAMs their timm backbone (``weights=hub``); ``sam`` the official
+checkpoint (``checkpoint=hub``); ``clip`` / ``clip_verify`` the file open_clip would download
+for ``pretrained=TAG``; ``mmseg`` the pretrained backbone of its config and a URL
+``checkpoint=``. Plugins that read a URL weight at run time call `hub_weight_file` (exported as
+``bench.hub_weight_file``): the cached file, else a download into the cache, else the error.
 
 Layout: ``<cache>/<kind>/<file>`` and ``<cache>/manifest.json`` (relative path → sha256, bytes,
 source), written atomically under a file lock.
@@ -116,8 +123,29 @@ def resolve(weight: HubWeight, specs: Sequence[str] = (), profile: str = "quick"
     if not offline():
         return "hub", None
     raise WeightsError(f"{weight} is not in the weights cache {weights_dir()} and this machine "
-                       f"is offline: run '{fetch_command(specs or [weight.name], profile)}' "
+                       f"is offline: run \"{fetch_command(specs or [weight.name], profile)}\" "
                        "where the internet is reachable (a login node)")
+
+
+def hub_weight_file(weight: HubWeight | dict[str, str], specs: Sequence[str] = (),
+                    profile: str = "quick") -> Path:
+    """The local file of ``weight`` for a run: the cached one; else, when downloads are
+    allowed, downloaded into the cache first (`fetch`, which says so on stderr); else the
+    `WeightsError` of `resolve`, naming the ``fetch-weights`` command for ``specs``.
+
+    The same bytes either way, so a stage's results do not depend on where they came from.
+    """
+    import sys
+
+    weight = HubWeight.of(weight)
+    _, path = resolve(weight, specs, profile)
+    if path is not None:
+        return path
+    path, digest, fetched = fetch(weight)
+    if fetched:
+        print(f"bench: fetched {weight} into the weights cache: {path} sha256 {digest}",
+              file=sys.stderr)
+    return path
 
 
 # --------------------------------------------------------------------------- what pipelines need

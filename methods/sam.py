@@ -40,13 +40,15 @@ checkpoint's digest, the precision and the generator's settings, and are shared 
 upstream pipeline and merge strategy. On CUDA SAM runs under float16 autocast.
 
 No checkpoint ships in any package: ``checkpoint=PATH`` (the official files are listed in
-`CHECKPOINTS`) or ``checkpoint=hub`` (downloads into torch's hub cache when online). Without
-one the stage does not run (`not_runnable`); it is never run on random weights.
+`CHECKPOINTS`) or ``checkpoint=hub``: the official file of ``model``, which the stage declares
+(`SamRefiner.hub_weights`) so that ``bench fetch-weights`` stores it in the weights cache
+(``$BENCH_WEIGHTS``), and reads from there (`bench.hub_weight_file`: the cache, else a download
+into the cache when online, else an error naming the ``fetch-weights`` command). Without a
+checkpoint the stage does not run (`not_runnable`); it is never run on random weights.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,7 @@ import numpy as np
 from bench import (
     MERGES,
     ConfigError,
+    HubWeight,
     MaskCache,
     MaskSet,
     NotRunnableError,
@@ -64,6 +67,7 @@ from bench import (
     Sample,
     WeightsError,
     binarize,
+    hub_weight_file,
     ignore_disagreement,
     merge_labels,
     read_state_dict,
@@ -101,7 +105,7 @@ class SamRefiner(Refiner):
         mode: Literal["auto", "prompt"] = "auto"
         merge: str = "max_iou_imp2"  # a registered merge strategy (bench.mask_merge)
         model: str = "vit_b"  # segment_anything.sam_model_registry: vit_b, vit_l, vit_h
-        checkpoint: str = "none"  # PATH, or hub (download when online); none: not run
+        checkpoint: str = "none"  # PATH, or hub (the weights cache / a download); none: not run
         #: pixels the merge flips against an input this confident become 255 (0: off)
         ignore_band: float = 0.0
         #: input value read as smoke; 0: the input's calibrated threshold (0.5 without one)
@@ -171,16 +175,24 @@ class SamRefiner(Refiner):
         text = str(params.checkpoint).strip()
         name, url = CHECKPOINTS.get(params.model, CHECKPOINTS["vit_b"])
         hint = (f"pass sam[checkpoint=/path/to/{name}] (the official {params.model} weights, "
-                f"Apache-2.0: {url}), or sam[checkpoint=hub] to download them into the torch "
-                "hub cache when online")
+                f"Apache-2.0: {url}), or sam[checkpoint=hub] to read them from the weights "
+                "cache ('bench fetch-weights' stores them; a run downloads them when online)")
         if text.lower() in NO_CHECKPOINT:
             return NotRunnableError("needs a SAM checkpoint (checkpoint=PATH)", hint)
         if text.lower() != "hub" and not Path(text).expanduser().is_file():
             return NotRunnableError(f"SAM checkpoint file not found: {text}", hint)
         return None
 
+    @classmethod
+    def hub_weights(cls, params: Any, profile: str) -> list[HubWeight]:
+        """The official checkpoint of ``model`` when ``checkpoint=hub`` (for ``bench
+        fetch-weights`` and the weights check before a SLURM submission), else nothing."""
+        if str(params.checkpoint).strip().lower() != "hub":
+            return []
+        return [hub_checkpoint(params.model)]
+
     def checkpoint_path(self) -> Path:
-        """The checkpoint file (``hub``: downloaded into torch's hub cache on first use)."""
+        """The checkpoint file (``hub``: the weights cache's, fetched into it when online)."""
         if self._checkpoint is not None:
             return self._checkpoint
         problem = self.not_runnable(self.params, self.ctx.profile)
@@ -194,26 +206,16 @@ class SamRefiner(Refiner):
         return self._checkpoint
 
     def _download(self) -> Path:
-        import torch
-
-        if self.params.model not in CHECKPOINTS:
-            raise WeightsError(f"sam[checkpoint=hub] knows the official models "
-                               f"({', '.join(CHECKPOINTS)}), not '{self.params.model}'")
-        name, url = CHECKPOINTS[self.params.model]
-        target = Path(torch.hub.get_dir()) / "checkpoints" / name
-        if target.is_file():
-            return target
-        if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
-            raise WeightsError(f"sam[checkpoint=hub]: {target} is not there and HF_HUB_OFFLINE "
-                               f"is set; download {url} and pass checkpoint=PATH")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        """The official checkpoint from the weights cache (`bench.hub_weight_file`: cached,
+        else downloaded into the cache when online, else the ``fetch-weights`` command)."""
+        weight = hub_checkpoint(self.params.model)
+        spec = self.ctx.extra.get("stage") or \
+            f"effnet+crf+sam[checkpoint=hub,model={self.params.model}]"
         try:
-            torch.hub.download_url_to_file(url, str(target), progress=self.ctx.progress)
-        except Exception as exc:  # offline, proxy, disk: one line saying what to do instead
-            raise WeightsError(f"sam[checkpoint=hub]: cannot download {url} "
-                               f"({type(exc).__name__}: {exc}); download it elsewhere and pass "
-                               "checkpoint=PATH") from None
-        return target
+            return hub_weight_file(weight, [str(spec)], self.ctx.profile)
+        except ConfigError as exc:  # offline, proxy, disk: one line saying what to do instead
+            raise WeightsError(f"sam[checkpoint=hub]: {exc}; or download {weight.url} "
+                               "elsewhere and pass checkpoint=PATH") from None
 
     def checkpoint_digest(self) -> str:
         """sha256 of the checkpoint's bytes (memoised by path, size and mtime)."""
@@ -424,6 +426,16 @@ class SamRefiner(Refiner):
         picked = np.stack([masks_np[b, c] for b, c in enumerate(chosen)])
         return MaskSet.from_dense(picked, scores={
             "predicted_iou": [scores_np[b, c] for b, c in enumerate(chosen)]})
+
+
+def hub_checkpoint(model: str) -> HubWeight:
+    """The official checkpoint of ``model`` as a weights-cache entry (``url`` kind, stored as
+    ``<cache>/url/<file name>``); a `WeightsError` for a model without one."""
+    if model not in CHECKPOINTS:
+        raise WeightsError(f"sam[checkpoint=hub] knows the official models "
+                           f"({', '.join(CHECKPOINTS)}), not '{model}'")
+    name, url = CHECKPOINTS[model]
+    return HubWeight("url", name, url)
 
 
 # --------------------------------------------------------------------------- prompts

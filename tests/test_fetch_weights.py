@@ -93,14 +93,37 @@ def test_resolution_order_cache_hub_error(weights: dict,
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     assert resolve(weight) == ("hub", None)  # online, not cached: the hub
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(WeightsError, match=r"run 'bench fetch-weights --methods fw_cam "
-                                           r"--profile full' where the internet"):
+    with pytest.raises(WeightsError, match=r"run \"bench fetch-weights --methods fw_cam "
+                                           r"--profile full\" where the internet"):
         resolve(weight, ["fw_cam"], "full")  # offline, not cached: the command to run
     path, _, fetched = fetch(weight)
     assert fetched
     assert resolve(weight) == ("cache", path)  # cached: the cache, online or not
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     assert resolve(weight) == ("cache", path)
+
+
+def test_hub_weight_file_reads_the_cache_else_fetches_into_it_else_names_the_command(
+        weights: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """What plugins that read a URL weight at run time call (sam, clip, mmseg)."""
+    from bench import hub_weight_file
+    from bench.weight_cache import WeightsError
+
+    weight = {"kind": "url", "name": "fw_tiny.pth", "url": weights["source"].as_uri()}
+    stored = weights["cache"] / "url" / "fw_tiny.pth"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError, match=r"run \"bench fetch-weights --methods fw_cam\""):
+        hub_weight_file(weight, ["fw_cam"])
+    assert not stored.exists()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online: downloaded into the cache, said so
+    assert hub_weight_file(weight, ["fw_cam"]) == stored
+    digest = hashlib.sha256(weights["source"].read_bytes()).hexdigest()
+    assert capsys.readouterr().err == (f"bench: fetched url:fw_tiny.pth into the weights cache: "
+                                       f"{stored} sha256 {digest}\n")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # cached: read offline, nothing said
+    weights["source"].unlink()
+    assert hub_weight_file(weight, ["fw_cam"]) == stored
+    assert capsys.readouterr().err == ""
 
 
 def test_weights_hub_reads_the_cached_timm_file(weights: dict) -> None:

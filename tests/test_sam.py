@@ -10,6 +10,8 @@ directly (unbatched), not against fixed pixels.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -269,13 +271,117 @@ def test_a_checkpoint_of_another_architecture_is_refused(tiny: Path, tmp_path: P
 
 
 def test_hub_offline_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    """Offline and not in the weights cache: the fetch-weights command to run, in one line."""
+    monkeypatch.setenv("BENCH_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     discover()
     cls = METHODS.get("sam").cls
     sam = cls(cls.Params(checkpoint="hub"), RunContext(workdir=tmp_path))
-    with pytest.raises(WeightsError, match=r"sam_vit_b_01ec64\.pth and pass checkpoint=PATH"):
+    with pytest.raises(WeightsError) as caught:
         sam.checkpoint_path()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("sam[checkpoint=hub]: url:sam_vit_b_01ec64.pth is not in the "
+                              f"weights cache {tmp_path / 'weights'} and this machine is offline")
+    assert ("run \"bench fetch-weights --methods 'effnet+crf+sam[checkpoint=hub,model=vit_b]'\""
+            in message)
+    assert message.endswith("sam_vit_b_01ec64.pth elsewhere and pass checkpoint=PATH")
+
+
+# --------------------------------------------------------------------------- weights cache
+def sam_module() -> Any:
+    """The loaded plugin module (methods/sam.py), whose CHECKPOINTS table tests repoint."""
+    discover()
+    return sys.modules[METHODS.get("sam").cls.__module__]
+
+
+@pytest.fixture
+def served(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The official-checkpoint table pointed at ``file://`` copies of the tiny checkpoint
+    (``vit_b`` and ``tiny``), an empty weights cache, offline."""
+    server = tmp_path / "server"
+    server.mkdir()
+    (server / "sam_vit_b_01ec64.pth").write_bytes(tiny.read_bytes())
+    (server / "sam_tiny_test.pth").write_bytes(tiny.read_bytes())
+    module = sam_module()
+    monkeypatch.setitem(module.CHECKPOINTS, "vit_b", (
+        "sam_vit_b_01ec64.pth", (server / "sam_vit_b_01ec64.pth").as_uri()))
+    monkeypatch.setitem(module.CHECKPOINTS, "tiny", (
+        "sam_tiny_test.pth", (server / "sam_tiny_test.pth").as_uri()))
+    monkeypatch.setenv("BENCH_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    digest = hashlib.sha256(tiny.read_bytes()).hexdigest()
+    return {"server": server, "cache": tmp_path / "weights", "sha256": digest}
+
+
+def test_checkpoint_hub_declares_the_official_checkpoint() -> None:
+    from bench.weight_cache import HubWeight, pipeline_hub_weights
+
+    discover()
+    base = "https://dl.fbaipublicfiles.com/segment_anything/"
+    assert pipeline_hub_weights("effnet+crf+sam[checkpoint=hub]", "quick") == [
+        HubWeight("url", "sam_vit_b_01ec64.pth", base + "sam_vit_b_01ec64.pth")]
+    assert pipeline_hub_weights("effnet+crf+sam[checkpoint=hub,model=vit_h]", "full") == [
+        HubWeight("url", "sam_vit_h_4b8939.pth", base + "sam_vit_h_4b8939.pth")]
+    assert pipeline_hub_weights("effnet+crf+sam[checkpoint=/x/sam.pth]", "quick") == []
+    assert pipeline_hub_weights("effnet+crf+sam", "quick") == []  # not run without one
+    with pytest.raises(WeightsError, match=r"knows the official models \(vit_b, vit_l, "
+                                           r"vit_h\), not 'tiny'"):
+        pipeline_hub_weights("effnet+crf+sam[checkpoint=hub,model=tiny]", "quick")
+
+
+def test_fetch_weights_stores_the_checkpoint_with_its_checksum(
+        served: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fetch-weights", "--methods", "effnet+crf+sam[checkpoint=hub]"]) == 0
+    stored = served["cache"] / "url" / "sam_vit_b_01ec64.pth"
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"stored url:sam_vit_b_01ec64.pth: {stored} sha256 {served['sha256']} "
+                   f"({stored.stat().st_size / 2**20:.1f} MiB)"]
+    manifest = json.loads((served["cache"] / "manifest.json").read_text())
+    assert manifest["url/sam_vit_b_01ec64.pth"]["sha256"] == served["sha256"]
+    assert manifest["url/sam_vit_b_01ec64.pth"]["source"].startswith("file://")
+
+
+def test_checkpoint_hub_downloads_into_the_weights_cache_when_online(
+        served: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    sam = refiner(Path("hub"), tmp_path)
+    stored = served["cache"] / "url" / "sam_tiny_test.pth"
+    assert sam.checkpoint_path() == stored
+    assert f"bench: fetched url:sam_tiny_test.pth into the weights cache: {stored}" in \
+        capsys.readouterr().err
+    assert sam.checkpoint_digest() == served["sha256"]
+    assert not (tmp_path / "torch").exists()  # nothing in torch's hub cache
+    sam.model()  # the official loading path: every weight of the file
+
+
+def test_cli_checkpoint_hub_runs_offline_from_the_weights_cache(
+        served: dict, cli: dict, tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """fetch-weights, then an offline run: the cached file, recorded as hub weights; its masks
+    are those of the same file passed as checkpoint=PATH (one mask cache entry: same bytes)."""
+    hub = f"dark_channel+sam[model=tiny,checkpoint=hub,{FAST}]"
+    assert main([*cli["base"], "--methods", hub]) == 2  # offline, not cached: one line
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("bench: error:")]
+    assert errors == err[-1:] and errors[0].startswith(
+        "bench: error: sam[checkpoint=hub]: url:sam_tiny_test.pth is not in the weights cache")
+    assert f"run \"bench fetch-weights --methods '{hub}'\" where the internet" in errors[0]
+
+    assert main(["fetch-weights", "--methods", hub]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"stored url:sam_tiny_test.pth: {served['cache'] / 'url' / 'sam_tiny_test.pth'} "
+        f"sha256 {served['sha256']}")
+    assert main([*cli["base"], "--methods", hub]) == 0
+    assert "SAM masks: 4 computed" in capsys.readouterr().err
+    records = {r["method"]: r for r in load_records(cli["out"])}
+    assert records[hub]["weights"] == {"sam": "hub"} and "mIoU" in records[hub]["metrics"]
+    path = f"dark_channel+sam[model=tiny,checkpoint={tiny},{FAST}]"
+    assert main([*cli["base"], "--methods", path]) == 0
+    assert "SAM masks: 0 computed, 4 from the mask cache" in capsys.readouterr().err
+    records = {r["method"]: r for r in load_records(cli["out"])}
+    assert records[path]["metrics"] == records[hub]["metrics"]
 
 
 # --------------------------------------------------------------------------- through the CLI
