@@ -47,10 +47,15 @@ are those whose ``smoke`` is below the threshold. ``clip_ignore`` after it
 (``effnet+crf+clip_verify+clip_ignore``) marks those components 255 (ignored by segmenter
 training) instead of background, at the same calibrated threshold.
 
-No CLIP weights ship in any package: ``pretrained=TAG`` (an open_clip tag such as ``openai``,
-downloaded when online) or ``checkpoint=PATH`` (an open_clip state dict, or OpenAI's original
-TorchScript file such as ``ViT-B-16.pt``). Without either the stages do not run
-(`bench.Plugin.not_runnable`); they are never run on random weights.
+No CLIP weights ship in any package: ``pretrained=TAG`` (an open_clip tag such as ``openai``)
+or ``checkpoint=PATH`` (an open_clip state dict, or OpenAI's original TorchScript file such as
+``ViT-B-16.pt``). Without either the stages do not run (`bench.Plugin.not_runnable`); they are
+never run on random weights. A tag's file is the one open_clip would download (its pretrained
+config's Hugging Face file, `clip_hub_weight`): the stages declare it (``hub_weights``) so that
+``bench fetch-weights`` stores it in the weights cache (``$BENCH_WEIGHTS``), and load it from
+there (`bench.hub_weight_file`: the cache, else a download into the cache when online, else an
+error naming the ``fetch-weights`` command) with the tag's QuickGELU and image mean and std, as
+``open_clip.create_model(model, pretrained=TAG)`` would.
 """
 
 from __future__ import annotations
@@ -71,10 +76,12 @@ from bench import (
     METHODS,
     CamSource,
     ConfigError,
+    HubWeight,
     NotRunnableError,
     Refiner,
     Sample,
     WeightsError,
+    hub_weight_file,
     parse_pipeline,
     register_method,
 )
@@ -115,6 +122,10 @@ TEMPLATE = "a photo of {}."
 OPENAI_VIT_B_16 = ("https://openaipublic.azureedge.net/clip/models/5806e77cd80f8b59890b7e101e"
                    "abd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt")
 INSTALL_HINT = "pip install 'smoke-wsss-bench[clip]'"
+#: A Hugging Face file's download URL; ``$HF_ENDPOINT`` replaces the host, as it does for
+#: huggingface_hub (and the tests point it at a ``file://`` folder).
+HF_FILE_URL = "{endpoint}/{repo}/resolve/main/{file}"
+HF_ENDPOINT = "https://huggingface.co"
 NO_WEIGHTS = ("", "none")
 #: the value a verified component never goes below, so that clip_ignore tells it from background
 MIN_SCORE = 1e-3
@@ -127,7 +138,8 @@ class ClipSettings:
 
     model: an open_clip architecture (``open_clip.list_models()``: ViT-B-16, ViT-L-14, ...).
     pretrained: an open_clip pretrained tag of that model (openai, laion2b_s34b_b88k, ...),
-        downloaded into the Hugging Face cache when online; none: not given.
+        read from the weights cache (``bench fetch-weights``; downloaded into it when online);
+        none: not given.
     checkpoint: a weights file: an open_clip state dict, or OpenAI's TorchScript file
         (ViT-B-16.pt); none: not given. Without pretrained or checkpoint the stage is not run.
     quick_gelu: the network uses QuickGELU (OpenAI's and some other weights were trained with
@@ -175,7 +187,8 @@ def clip_not_runnable(name: str, params: Any) -> NotRunnableError | None:
     checkpoint file missing), with what to pass and where to get it; None when it can."""
     hint = (f"pass {name}[checkpoint=/path/to/ViT-B-16.pt] (OpenAI's ViT-B/16, MIT licence, "
             f"the weights CLIP-ES used: {OPENAI_VIT_B_16}) or {name}[pretrained=openai] (or "
-            "another open_clip tag of model=; downloads when online); docs/clip.md")
+            "another open_clip tag of model=; 'bench fetch-weights' stores it, a run downloads "
+            "it when online); docs/clip.md")
     if has_weights(params.checkpoint):
         path = Path(str(params.checkpoint).strip()).expanduser()
         if not path.is_file():
@@ -267,10 +280,69 @@ class ClipModel:
 _MODELS: dict[tuple[Any, ...], ClipModel] = {}
 
 
-def load_clip(stage: str, params: ClipSettings, device: Any) -> ClipModel:
+def clip_hub_weights(stage: str, params: Any) -> list[HubWeight]:
+    """What a CLIP stage reads from the hub under ``params``: the file of ``pretrained=TAG``
+    (`clip_hub_weight`); nothing for ``checkpoint=PATH`` or without weights."""
+    if has_weights(params.checkpoint) or not has_weights(params.pretrained):
+        return []
+    weight = clip_hub_weight(stage, params.model.strip(), params.pretrained.strip())
+    return [weight] if weight is not None else []
+
+
+def tag_config(stage: str, name: str, tag: str) -> dict[str, Any]:
+    """open_clip's pretrained config of ``tag`` for model ``name``; a `ConfigError` listing
+    the model's tags when it has no such tag (or open_clip is missing)."""
+    try:
+        import open_clip
+    except ImportError:
+        raise ConfigError(f"{stage} needs the open_clip_torch package: {INSTALL_HINT}") from None
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if tag not in tags:
+        choices = ", ".join(tags) if tags else "none known to open_clip"
+        raise ConfigError(f"{stage}[pretrained={tag}]: not a pretrained tag of model={name} "
+                          f"(tags: {choices}); a weights file is checkpoint=PATH")
+    return dict(open_clip.get_pretrained_cfg(name, tag))
+
+
+def clip_hub_weight(stage: str, name: str, tag: str) -> HubWeight | None:
+    """The file open_clip downloads for ``create_model(name, pretrained=tag)``, as a
+    weights-cache entry (``url`` kind), or None when the tag names a local ``file``.
+
+    open_clip (with huggingface_hub, one of its requirements) prefers the config's ``hf_hub``
+    entry, ``org/repo/`` (file ``open_clip_pytorch_model.bin``) or ``org/repo/file``, over its
+    ``url``; so does this. The file is cached as ``url/<org>--<repo>--<file>`` (the name keeps
+    the file's suffix, which says how to read it). open_clip first tries a ``.safetensors``
+    twin of the file where the repository has one; this takes the file the config names, the
+    same weights.
+    """
+    cfg = tag_config(stage, name, tag)
+    if cfg.get("file"):
+        return None
+    hub = str(cfg.get("hf_hub") or "")
+    if hub:
+        from open_clip.constants import HF_WEIGHTS_NAME
+
+        repo, file = os.path.split(hub)  # as open_clip splits it
+        file = file or HF_WEIGHTS_NAME
+        endpoint = (os.environ.get("HF_ENDPOINT") or HF_ENDPOINT).rstrip("/")
+        return HubWeight("url", f"{repo.replace('/', '--')}--{file}",
+                         HF_FILE_URL.format(endpoint=endpoint, repo=repo, file=file))
+    url = str(cfg.get("url") or "")
+    if not url:
+        raise ConfigError(f"{stage}[pretrained={tag}]: open_clip's config of this tag names "
+                          "no download; a weights file is checkpoint=PATH")
+    from urllib.parse import urlparse
+
+    return HubWeight("url", os.path.basename(urlparse(url).path), url)
+
+
+def load_clip(stage: str, params: ClipSettings, device: Any, spec: str = "",
+              profile: str = "quick") -> ClipModel:
     """The open_clip model of ``params`` on ``device``, loaded once per process (``clip`` and
     ``clip_verify`` of one run share it) with every weight of the file (strict loading), in
-    eval mode, without parameter gradients. ``stage`` names the stage in error messages."""
+    eval mode, without parameter gradients. ``stage`` names the stage in error messages;
+    ``spec`` (the pipeline) and ``profile`` go into the ``fetch-weights`` command an offline
+    run without the tag's cached file is told to run."""
     problem = clip_not_runnable(stage, params)
     if problem is not None:
         raise problem
@@ -295,7 +367,9 @@ def load_clip(stage: str, params: ClipSettings, device: Any) -> ClipModel:
     if checkpoint is not None:
         model = _model_from_file(stage, name, checkpoint, params.quick_gelu)
     else:
-        model = _model_from_tag(stage, name, params.pretrained.strip(), params.quick_gelu)
+        model = _model_from_tag(stage, name, params.pretrained.strip(), params.quick_gelu,
+                                spec or f"clip[model={name},pretrained={params.pretrained}]",
+                                profile)
     model = model.float().eval().requires_grad_(False).to(device)
     visual = model.visual
     mean = tuple(float(v) for v in (getattr(visual, "image_mean", None)
@@ -310,29 +384,44 @@ def load_clip(stage: str, params: ClipSettings, device: Any) -> ClipModel:
     return bundle
 
 
-def _model_from_tag(stage: str, name: str, tag: str, quick_gelu: bool) -> Any:
+def _model_from_tag(stage: str, name: str, tag: str, quick_gelu: bool, spec: str,
+                    profile: str) -> Any:
+    """``pretrained=TAG``: the tag's file from the weights cache (`clip_hub_weight`,
+    `bench.hub_weight_file`), loaded as ``open_clip.create_model(name, pretrained=tag)`` loads
+    it (the tag's QuickGELU, its image mean and std)."""
     import open_clip
 
-    tags = open_clip.list_pretrained_tags_by_model(name)
-    if tag not in tags:
-        choices = ", ".join(tags) if tags else "none known to open_clip"
-        raise ConfigError(f"{stage}[pretrained={tag}]: not a pretrained tag of model={name} "
-                          f"(tags: {choices}); a weights file is checkpoint=PATH")
-    config = open_clip.get_pretrained_cfg(name, tag)
+    config = tag_config(stage, name, tag)
+    gelu = quick_gelu or bool(config.get("quick_gelu", False))
+    weight = clip_hub_weight(stage, name, tag)
+    if weight is None:  # the tag names a local file: open_clip reads it itself
+        try:
+            return open_clip.create_model(name, pretrained=tag, device="cpu",
+                                          force_quick_gelu=gelu)
+        except Exception as exc:
+            raise WeightsError(f"{stage}[pretrained={tag}]: cannot get the weights: "
+                               f"{one_line_of(exc)}") from None
     try:
-        return open_clip.create_model(name, pretrained=tag, device="cpu",
-                                      force_quick_gelu=quick_gelu or bool(
-                                          config.get("quick_gelu", False)))
-    except Exception as exc:  # offline, proxy, disk: one line saying what to do instead
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get(
-            "HF_HUB_OFFLINE", "") not in ("", "0") else ""
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"{stage}[pretrained={tag}]: cannot get the weights{offline}: "
-                           f"{first[:300]}; download them elsewhere and pass "
-                           "checkpoint=PATH") from None
+        path = hub_weight_file(weight, [spec], profile)
+    except ConfigError as exc:  # offline, proxy, disk: one line saying what to do instead
+        raise WeightsError(f"{stage}[pretrained={tag}]: {exc}; or download {weight.url} "
+                           "elsewhere and pass checkpoint=PATH") from None
+    # open_clip's preprocessing of a tag: its defaults, overlaid with the tag's config (the
+    # image size stays the model's)
+    preprocess = {k: v for k, v in config.items() if k != "size"}
+    return _model_from_file(stage, name, path, gelu, preprocess)
 
 
-def _model_from_file(stage: str, name: str, path: Path, quick_gelu: bool) -> Any:
+def one_line_of(exc: BaseException) -> str:
+    """An exception's first line (its type when it has no message), at most 300 characters."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return first[:300]
+
+
+def _model_from_file(stage: str, name: str, path: Path, quick_gelu: bool,
+                     preprocess: dict[str, Any] | None = None) -> Any:
+    """A model of architecture ``name`` with the weights of ``path`` (OpenAI's TorchScript
+    file, or a state dict); ``preprocess`` (a tag's config) sets the image mean and std."""
     import open_clip
 
     if _is_torchscript(path):  # OpenAI's original files (ViT-B-16.pt) are TorchScript archives
@@ -356,15 +445,31 @@ def _model_from_file(stage: str, name: str, path: Path, quick_gelu: bool) -> Any
                                f"{_dims(config)}: embed_dim, vision width, layers, patch)")
         model.visual.image_mean = open_clip.OPENAI_DATASET_MEAN  # what `load_clip` reads
         model.visual.image_std = open_clip.OPENAI_DATASET_STD
-        return model
+        return _with_preprocess(model, preprocess)
     try:
-        return open_clip.create_model(name, pretrained=str(path), device="cpu",
-                                      force_quick_gelu=quick_gelu)
+        model = open_clip.create_model(name, pretrained=str(path), device="cpu",
+                                       force_quick_gelu=quick_gelu)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"{stage}: CLIP checkpoint {path} does not load into model={name} "
                            f"({path.stat().st_size} bytes; a corrupt file or another "
-                           f"architecture?): {type(exc).__name__}: {first[:300]}") from None
+                           f"architecture?): {type(exc).__name__}: {one_line_of(exc)}") from None
+    return _with_preprocess(model, preprocess)
+
+
+def _with_preprocess(model: Any, preprocess: dict[str, Any] | None) -> Any:
+    """``model`` with a tag's image mean and std (and the rest of its preprocessing config,
+    where this open_clip keeps one), as ``create_model(pretrained=TAG)`` sets them."""
+    if not preprocess:
+        return model
+    visual = model.visual
+    for key, attr in (("mean", "image_mean"), ("std", "image_std")):
+        if preprocess.get(key) is not None:
+            setattr(visual, attr, tuple(preprocess[key]))
+    current = getattr(visual, "preprocess_cfg", None)
+    if isinstance(current, dict):
+        visual.preprocess_cfg = {**current, **{k: v for k, v in preprocess.items()
+                                               if k in current and v is not None}}
+    return model
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -616,6 +721,11 @@ class ClipCam(CamSource):
         """No CLIP weights given (or the checkpoint file missing): what to pass."""
         return clip_not_runnable(cls.name or "clip", params)
 
+    @classmethod
+    def hub_weights(cls, params: Any, profile: str) -> list[HubWeight]:
+        """The file of ``pretrained=TAG`` (``bench fetch-weights``), else nothing."""
+        return clip_hub_weights(cls.name or "clip", params)
+
     @property
     def batch_size(self) -> int:  # type: ignore[override]
         return int(self.params.batch_infer)
@@ -623,7 +733,8 @@ class ClipCam(CamSource):
     def clip(self) -> ClipModel:
         """The loaded model (shared with other CLIP stages of the process)."""
         if self._clip is None:
-            self._clip = load_clip(self.name or "clip", self.params, self.ctx.torch_device())
+            self._clip = load_clip(self.name or "clip", self.params, self.ctx.torch_device(),
+                                   self.ctx.extra.get("stage", ""), self.ctx.profile)
             vision_transformer(self.name or "clip", self._clip.model)
         return self._clip
 
@@ -769,11 +880,17 @@ class ClipVerify(Refiner):
         """No CLIP weights given (or the checkpoint file missing): what to pass."""
         return clip_not_runnable(cls.name or "clip_verify", params)
 
+    @classmethod
+    def hub_weights(cls, params: Any, profile: str) -> list[HubWeight]:
+        """The file of ``pretrained=TAG`` (``bench fetch-weights``), else nothing."""
+        return clip_hub_weights(cls.name or "clip_verify", params)
+
     def clip(self) -> ClipModel:
         """The loaded model (shared with other CLIP stages of the process)."""
         if self._clip is None:
             self._clip = load_clip(self.name or "clip_verify", self.params,
-                                   self.ctx.torch_device())
+                                   self.ctx.torch_device(), self.ctx.extra.get("stage", ""),
+                                   self.ctx.profile)
         return self._clip
 
     def smoke_region(self, cam: np.ndarray) -> np.ndarray:

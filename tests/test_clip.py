@@ -18,6 +18,8 @@ and save their weights as checkpoint files; everything else is the real code pat
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import sys
 from pathlib import Path
@@ -504,8 +506,13 @@ def test_loading_errors_are_one_line(tiny: Path, tmp_path: Path,
                                           r"openai, "):
         stage("clip", pretrained="opneai").clip()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # conftest sets it for huggingface_hub too
-    with pytest.raises(WeightsError, match=r"clip\[pretrained=openai\]: cannot get the weights "
-                                           r"\(HF_HUB_OFFLINE is set\): .*pass checkpoint=PATH"):
+    monkeypatch.setenv("BENCH_WEIGHTS", str(tmp_path / "weights"))  # empty
+    with pytest.raises(WeightsError, match=r"clip\[pretrained=openai\]: url:timm--vit_base_"
+                                           r"patch16_clip_224\.openai--open_clip_pytorch_model"
+                                           r"\.bin is not in the weights cache .* offline: run "
+                                           r"\"bench fetch-weights --methods 'clip\[model="
+                                           r"ViT-B-16,pretrained=openai\]'\" where .*pass "
+                                           r"checkpoint=PATH$"):
         stage("clip", pretrained="openai").clip()
 
 
@@ -540,6 +547,123 @@ def test_openai_torchscript_files_load(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(WeightsError, match=r"OpenAI CLIP file of another architecture than "
                                            r"model=tiny-openai-deep"):
         stage("clip_verify", model="tiny-openai-deep", checkpoint=str(path)).clip()
+
+
+# --------------------------------------------------------------------------- weights cache
+TAG = "tinytag"
+#: the tag's Hugging Face file (repo bench-test/tiny-clip, open_clip's default file name) as
+#: the weights cache names it
+HF_FILE = "bench-test--tiny-clip--open_clip_pytorch_model.bin"
+TAG_MEAN, TAG_STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+
+
+@pytest.fixture
+def tagged(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """``model=tiny-test`` gets open_clip pretrained tags: ``tinytag`` (a Hugging Face file,
+    served from a ``file://`` folder through ``$HF_ENDPOINT``; QuickGELU and its own image mean
+    and std) and ``local`` (the same config naming the checkpoint as a local ``file``, which
+    open_clip reads itself: the reference). Empty weights cache, offline, no loaded models."""
+    config = {"url": "", "hf_hub": "bench-test/tiny-clip/", "mean": TAG_MEAN, "std": TAG_STD,
+              "interpolation": "bicubic", "resize_mode": "shortest", "quick_gelu": True}
+    monkeypatch.setitem(sys.modules["open_clip.pretrained"]._PRETRAINED, "tiny-test", {
+        TAG: config, "local": {**config, "hf_hub": "", "file": str(tiny)}})
+    server = tmp_path / "hf"
+    target = server / "bench-test" / "tiny-clip" / "resolve" / "main" / \
+        "open_clip_pytorch_model.bin"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(tiny.read_bytes())
+    monkeypatch.setenv("HF_ENDPOINT", server.as_uri())
+    monkeypatch.setenv("BENCH_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(module(), "_MODELS", {})
+    return {"cache": tmp_path / "weights", "stored": tmp_path / "weights" / "url" / HF_FILE,
+            "sha256": hashlib.sha256(tiny.read_bytes()).hexdigest()}
+
+
+def test_pretrained_tags_declare_the_file_open_clip_downloads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.weight_cache import HubWeight, pipeline_hub_weights
+
+    discover()
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    hf = "https://huggingface.co"
+    openai = HubWeight(
+        "url", "timm--vit_base_patch16_clip_224.openai--open_clip_pytorch_model.bin",
+        f"{hf}/timm/vit_base_patch16_clip_224.openai/resolve/main/open_clip_pytorch_model.bin")
+    assert pipeline_hub_weights("clip[pretrained=openai]", "quick") == [openai]
+    assert pipeline_hub_weights("effnet+crf+clip_verify[pretrained=openai]", "full") == [openai]
+    assert pipeline_hub_weights("clip[pretrained=openai]+clip_verify[pretrained=openai]",
+                                "quick") == [openai]  # once
+    assert pipeline_hub_weights("clip[pretrained=laion2b_s34b_b88k]", "quick") == [HubWeight(
+        "url", "laion--CLIP-ViT-B-16-laion2B-s34B-b88K--open_clip_pytorch_model.bin",
+        f"{hf}/laion/CLIP-ViT-B-16-laion2B-s34B-b88K/resolve/main/open_clip_pytorch_model.bin")]
+    assert pipeline_hub_weights("clip[model=ViTamin-S,pretrained=datacomp1b]", "quick") == [
+        HubWeight("url", "jienengchen--ViTamin-S--pytorch_model.bin",
+                  f"{hf}/jienengchen/ViTamin-S/resolve/main/pytorch_model.bin")]  # a named file
+    assert pipeline_hub_weights("clip[checkpoint=/x/ViT-B-16.pt]", "quick") == []
+    assert pipeline_hub_weights("clip", "quick") == []  # not run without weights
+    with pytest.raises(ConfigError, match=r"not a pretrained tag of model=ViT-B-16"):
+        pipeline_hub_weights("clip[pretrained=opneai]", "quick")
+
+
+def test_fetch_weights_stores_a_tags_file_and_it_loads_as_open_clip_loads_the_tag(
+        tagged: dict, tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fetch-weights", "--methods", f"clip[model=tiny-test,pretrained={TAG}]"]) == 0
+    stored = tagged["stored"]
+    assert capsys.readouterr().out.strip() == (
+        f"stored url:{HF_FILE}: {stored} sha256 {tagged['sha256']} "
+        f"({stored.stat().st_size / 2**20:.1f} MiB)")
+    manifest = json.loads((tagged["cache"] / "manifest.json").read_text())
+    assert manifest[f"url/{HF_FILE}"]["sha256"] == tagged["sha256"]
+    assert manifest[f"url/{HF_FILE}"]["source"].endswith(
+        "/bench-test/tiny-clip/resolve/main/open_clip_pytorch_model.bin")
+
+    ours = stage("clip", model="tiny-test", pretrained=TAG).clip()  # offline: the cache
+    # open_clip's own loading of the tag, with its QuickGELU forced as the stage has always
+    # loaded tags (open_clip itself only warns when a tag's quick_gelu differs from the model's)
+    reference = open_clip.create_model("tiny-test", pretrained="local",
+                                       force_quick_gelu=True).eval()
+    assert tuple(ours.model.visual.image_mean) == tuple(reference.visual.image_mean) == TAG_MEAN
+    assert ours.mean == TAG_MEAN and ours.std == TAG_STD
+    assert ours.model.visual.preprocess_cfg == reference.visual.preprocess_cfg
+    act = ours.model.visual.transformer.resblocks[0].mlp.gelu
+    assert type(act) is type(reference.visual.transformer.resblocks[0].mlp.gelu)
+    assert type(act).__name__ == "QuickGELU"  # the tag's quick_gelu
+    theirs = reference.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in ours.model.state_dict().items())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ours.model.encode_image(x), reference.encode_image(x))
+
+
+def test_cli_pretrained_tag_runs_the_same_from_the_hub_and_from_the_cache(
+        tagged: dict, cli: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Offline and not cached: one line naming fetch-weights. Online: downloaded into the
+    weights cache. Offline again: read from it. Both runs record the same cache key, weights
+    origin (hub) and metrics: the same bytes."""
+    spec = f"clip[model=tiny-test,pretrained={TAG}]"
+    assert main([*cli["base"], "--methods", spec]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("bench: error:")]
+    assert errors == err[-1:] and errors[0].startswith(
+        f"bench: error: clip[pretrained={TAG}]: url:{HF_FILE} is not in the weights cache")
+    assert f"run \"bench fetch-weights --methods '{spec}'\" where the internet" in errors[0]
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert main([*cli["base"], "--methods", spec]) == 0
+    assert f"bench: fetched url:{HF_FILE} into the weights cache" in capsys.readouterr().err
+    assert tagged["stored"].is_file()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    module()._MODELS.clear()
+    again = tmp_path / "again"
+    assert main([*cli["base"], "--out", str(again), "--methods", spec]) == 0
+    assert "fetched" not in capsys.readouterr().err
+    first, second = (next(r for r in load_records(out) if r["method"] == spec)
+                     for out in (cli["out"], again))
+    assert first["weights"] == second["weights"] == {"clip": "hub"}
+    assert first["config"]["cache_key"] == second["config"]["cache_key"]
+    assert first["metrics"] == second["metrics"] and "mIoU" in first["metrics"]
 
 
 # --------------------------------------------------------------------------- through the CLI
