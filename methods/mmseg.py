@@ -29,6 +29,14 @@ two workarounds, the first half of this file:
    (used by backbone ``init_cfg=dict(type='Pretrained', ...)``, ``open-mmlab://`` names and
    ``load_checkpoint``) through it.
 
+**Hub weights.** A config's pretrained backbone (``model.pretrained``, ``init_cfg`` of type
+``Pretrained``: ``open-mmlab://resnet101_v1c`` for the default DeepLabV3+ R-101-D8, an http(s)
+URL for SegFormer, Swin, ...) and a URL ``checkpoint=`` are downloads. The plugin declares them
+(`MMSeg.hub_weights`, each as the URL mmengine would fetch) so that ``bench fetch-weights``
+stores them in the weights cache (``$BENCH_WEIGHTS``), and the patched http loader reads them
+from there (`bench.hub_weight_file`: the cache, else a download into the cache when online,
+else an error naming the ``fetch-weights`` command), not from torch's hub cache.
+
 Nothing here imports mmcv, mmengine or mmseg until a function is called.
 """
 
@@ -51,7 +59,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import ConfigError, TorchSegmenter, WeightsError, register_method, weights_origin
+from bench import (
+    ConfigError,
+    HubWeight,
+    TorchSegmenter,
+    WeightsError,
+    hub_weight_file,
+    register_method,
+    weights_origin,
+)
 
 #: mmseg 1.2.2's accepted mmcv range (``mmseg/__init__.py``).
 MMCV_RANGE = ("2.0.0rc4", "2.2.0")
@@ -234,8 +250,11 @@ def safe_load(source: Any, map_location: Any = "cpu", trust: bool = False) -> An
     return torch.load(source, map_location=map_location, weights_only=False)
 
 
-def patch_checkpoint_loading(trust: bool = False) -> None:
-    """Route mmengine's local and http(s) checkpoint loaders through `safe_load`."""
+def patch_checkpoint_loading(trust: bool = False, spec: str = "", profile: str = "quick") -> None:
+    """Route mmengine's local and http(s) checkpoint loaders through `safe_load`; http(s)
+    files (``open-mmlab://``, ``torchvision://`` and ``mmcls://`` names end there too) come
+    from the weights cache (`hub_file`), and ``spec`` and ``profile`` name the ``bench
+    fetch-weights`` command an offline run without them is told to run."""
     from mmengine.runner import checkpoint as ck
 
     def load_from_local(filename: str, map_location: Any = None) -> Any:
@@ -246,21 +265,102 @@ def patch_checkpoint_loading(trust: bool = False) -> None:
 
     def load_from_http(filename: str, map_location: Any = None, model_dir: str | None = None,
                        progress: bool = False) -> Any:
-        from urllib.parse import urlparse
-
-        hub_dir = Path(model_dir) if model_dir else Path(torch.hub.get_dir()) / "checkpoints"
-        hub_dir.mkdir(parents=True, exist_ok=True)
-        cached = hub_dir / os.path.basename(urlparse(filename).path)
-        if not cached.exists():
-            torch.hub.download_url_to_file(filename, str(cached), progress=progress)
-        return safe_load(cached, map_location, trust)
+        # model_dir and progress are mmengine's (torch's hub folder); the weights cache is ours
+        return safe_load(hub_file(filename, spec, profile), map_location, trust)
 
     ck.CheckpointLoader.register_scheme(prefixes="", force=True)(load_from_local)
     ck.CheckpointLoader.register_scheme(prefixes=("http://", "https://"),
                                         force=True)(load_from_http)
-    # load_from_openmmlab / load_from_mmcls call these module globals
+    # load_from_openmmlab / load_from_mmcls / load_from_torchvision call these module globals
     ck.load_from_local = load_from_local
     ck.load_from_http = load_from_http
+
+
+# --------------------------------------------------------------------------- hub weights
+def url_weight(url: str) -> HubWeight:
+    """A downloaded checkpoint as a weights-cache entry: ``url/<the URL's file name>``."""
+    from urllib.parse import urlparse
+
+    name = os.path.basename(urlparse(url).path)
+    if not name:
+        raise WeightsError(f"checkpoint URL {url} names no file")
+    return HubWeight("url", name, url)
+
+
+def source_url(source: str) -> str | None:
+    """The URL mmengine downloads for a checkpoint source: an http(s) URL itself, the URL of an
+    ``open-mmlab://`` (``openmmlab://``), ``torchvision://`` (``modelzoo://``) or ``mmcls://``
+    name (mmengine's tables); None for a local file or another scheme."""
+    text = str(source).strip()
+    if text.startswith(("http://", "https://")):
+        return text
+    scheme, sep, name = text.partition("://")
+    if not sep or scheme not in ("open-mmlab", "openmmlab", "torchvision", "modelzoo",
+                                 "mmcls"):
+        return None
+    from mmengine.runner import checkpoint as ck
+
+    if scheme in ("open-mmlab", "openmmlab"):
+        name = ck.get_deprecated_model_names().get(name, name)
+        table = ck.get_external_models()
+    elif scheme == "mmcls":
+        table = ck.get_mmcls_models()
+    else:
+        table = ck.get_torchvision_models()
+    if name not in table:
+        raise WeightsError(f"checkpoint '{text}': mmengine knows no model '{name}' under "
+                           f"{scheme}://")
+    url = str(table[name])
+    return url if url.startswith(("http://", "https://")) else None  # else under mmengine home
+
+
+def pretrained_sources(cfg: Any) -> list[str]:
+    """Every pretrained checkpoint a model config (a dict) loads when built and initialised:
+    ``pretrained`` strings at any level and the ``checkpoint`` of ``init_cfg`` entries of type
+    ``Pretrained``, in order, without repeats."""
+    out: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "Pretrained" and isinstance(node.get("checkpoint"), str):
+                out.append(node["checkpoint"])
+            if isinstance(node.get("pretrained"), str):
+                out.append(node["pretrained"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list | tuple):
+            for value in node:
+                walk(value)
+
+    walk(cfg)
+    return list(dict.fromkeys(out))
+
+
+def hub_file(source: str, spec: str = "", profile: str = "quick") -> Path:
+    """The local file of a URL checkpoint source (`source_url`): the weights cache's, else
+    downloaded into it when online, else a `WeightsError` naming ``bench fetch-weights``."""
+    url = source_url(source)
+    if url is None:
+        raise WeightsError(f"checkpoint '{source}' is not a download")
+    try:
+        return hub_weight_file(url_weight(url), [spec or "effnet+crf+mmseg"], profile)
+    except ConfigError as exc:  # one line, naming the plugin
+        raise WeightsError(f"mmseg: {exc}") from None
+
+
+def config_path(config: str) -> Path:
+    """An mmseg config file: ``config`` itself, or relative to the configs shipped with the
+    mmsegmentation package; a `ConfigError` when neither exists."""
+    import mmseg
+
+    path = Path(config).expanduser()
+    if path.is_file():
+        return path
+    shipped = Path(mmseg.__file__).parent / ".mim" / "configs" / config
+    if not shipped.is_file():
+        raise ConfigError(f"mmseg config '{config}' not found (neither a file nor under "
+                          f"{shipped.parent.parent})")
+    return shipped
 
 
 # --------------------------------------------------------------------------- the plugin
@@ -320,23 +420,39 @@ class MMSeg(TorchSegmenter):
         return weights_origin(params.checkpoint or
                               ("hub" if params.backbone_pretrained else "none"))
 
+    @classmethod
+    def hub_weights(cls, params: Any, profile: str) -> list[HubWeight]:
+        """The downloads a training run makes (``bench fetch-weights``): a URL ``checkpoint``
+        and, with ``backbone_pretrained``, the config's pretrained backbone(s) (the URLs
+        mmengine resolves ``open-mmlab://`` and the like to); local files are not listed."""
+        sources = [params.checkpoint] if params.checkpoint else []
+        if params.backbone_pretrained:
+            try:
+                import_models()
+            except ImportError as exc:
+                raise ConfigError(f"the mmseg segmenter needs the optional extra: "
+                                  f"{exc}") from None
+            from mmengine.config import Config
+
+            model = Config.fromfile(str(config_path(params.config))).model.to_dict()
+            sources += pretrained_sources(model)
+        out: list[HubWeight] = []
+        for source in sources:
+            url = source_url(source)
+            if url is not None and url_weight(url) not in out:
+                out.append(url_weight(url))
+        return out
+
     def _config(self, pretrained: bool) -> Any:
         try:
             import_models()
         except ImportError as exc:
             raise ConfigError(f"the mmseg segmenter needs the optional extra: {exc}") from None
-        patch_checkpoint_loading(self.params.trust_checkpoint)
-        import mmseg
+        patch_checkpoint_loading(self.params.trust_checkpoint, self.fetch_spec(),
+                                 self.ctx.profile)
         from mmengine.config import Config
 
-        path = Path(self.params.config).expanduser()
-        if not path.is_file():
-            shipped = Path(mmseg.__file__).parent / ".mim" / "configs" / self.params.config
-            if not shipped.is_file():
-                raise ConfigError(f"mmseg config '{self.params.config}' not found (neither a "
-                                  f"file nor under {shipped.parent.parent})")
-            path = shipped
-        cfg = Config.fromfile(str(path))
+        cfg = Config.fromfile(str(config_path(self.params.config)))
         model = cfg.model.to_dict()
         model.pop("data_preprocessor", None)  # the harness normalises the images itself
         if "auxiliary_head" in model:
@@ -357,14 +473,18 @@ class MMSeg(TorchSegmenter):
 
     def build_model(self, pretrained: bool) -> Any:
         cfg = self._config(pretrained)
+        from mmengine.config import ConfigDict
         from mmengine.registry import DefaultScope
         from mmseg.registry import MODELS
 
         with warnings.catch_warnings(), DefaultScope.overwrite_default_scope("mmseg"):
             # about mmseg's own losses and 1-channel binary heads; the harness's loss is used
-            for message in ("For binary segmentation", "``build_loss``", "Default ``avg_non"):
+            for message in ("For binary segmentation", "``build_loss``", "Default ``avg_non",
+                            "DeprecationWarning: pretrained is a deprecated"):
                 warnings.filterwarnings("ignore", message=f"{message}.*")
-            segmentor = MODELS.build(cfg.model.to_dict())
+            # a ConfigDict, not a dict: EncoderDecoder sets ``backbone.pretrained`` as an
+            # attribute when the config names ``model.pretrained`` (open-mmlab://...)
+            segmentor = MODELS.build(ConfigDict(cfg.model.to_dict()))
             with quiet_mmengine():
                 segmentor.init_weights()
         if pretrained and self.params.checkpoint:
@@ -389,7 +509,13 @@ class MMSeg(TorchSegmenter):
     def backbone(self, model: Any) -> Any:
         return model.segmentor.backbone
 
+    def fetch_spec(self) -> str:
+        """The pipeline an offline run names in its ``bench fetch-weights`` command."""
+        return str(self.ctx.extra.get("stage") or f"effnet+crf+mmseg[config={self.params.config}]")
+
     def _load_checkpoint(self, segmentor: Any, path: str) -> None:
+        if source_url(path) is not None:  # a download: from the weights cache
+            path = str(hub_file(path, self.fetch_spec(), self.ctx.profile))
         state = safe_load(path, "cpu", self.params.trust_checkpoint)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         own = segmentor.state_dict()

@@ -212,3 +212,107 @@ def test_mmengine_loader_goes_through_safe_load(mmseg_ok: None, tmp_path: Path,
     plain = tmp_path / "plain.pth"
     torch.save({"w": torch.ones(1)}, plain)
     assert torch.equal(CheckpointLoader.load_checkpoint(os.fspath(plain))["w"], torch.ones(1))
+
+
+# --------------------------------------------------------------------------- hub weights
+#: a ResNetV1c-18 of width 8 under an FCN head, whose config asks for the ImageNet ResNet-18
+#: as mmseg's configs do (``open-mmlab://resnet18_v1c``)
+TINY_PRETRAINED_CONFIG = '''
+norm_cfg = dict(type="BN", requires_grad=True)
+model = dict(
+    type="EncoderDecoder",
+    pretrained="open-mmlab://resnet18_v1c",
+    backbone=dict(type="ResNetV1c", depth=18, base_channels=8, stem_channels=8, num_stages=4,
+                  out_indices=(0, 1, 2, 3), dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1),
+                  norm_cfg=norm_cfg, norm_eval=False, style="pytorch", contract_dilation=True),
+    decode_head=dict(type="FCNHead", in_channels=64, in_index=3, channels=8, num_convs=1,
+                     concat_input=False, dropout_ratio=0.1, num_classes=2, norm_cfg=norm_cfg,
+                     align_corners=False,
+                     loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False,
+                                      loss_weight=1.0)),
+    train_cfg=dict(), test_cfg=dict(mode="whole"))
+'''
+R18_URL = "https://download.openmmlab.com/pretrain/third_party/resnet18_v1c-b5776b93.pth"
+
+
+def test_hub_weights_are_the_configs_pretrained_backbones(mmseg_ok: None) -> None:
+    from bench.weight_cache import HubWeight, pipeline_hub_weights
+
+    discover()
+    r101 = "https://download.openmmlab.com/pretrain/third_party/resnet101_v1c-e67eebb6.pth"
+    assert pipeline_hub_weights("effnet+crf+mmseg", "full") == [  # open-mmlab://resnet101_v1c
+        HubWeight("url", "resnet101_v1c-e67eebb6.pth", r101)]
+    assert pipeline_hub_weights("effnet+crf+mmseg", "quick") == []  # random initialisation
+    assert pipeline_hub_weights("effnet+crf+mmseg[backbone_pretrained=true]", "quick") == [
+        HubWeight("url", "resnet18_v1c-b5776b93.pth", R18_URL)]
+    segformer = "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"  # an init_cfg URL
+    assert [w.name for w in pipeline_hub_weights(
+        f"effnet+crf+mmseg[config={segformer}]", "full")] == ["mit_b0_20220624-7e0fe6dd.pth"]
+    zoo = "https://download.example.org/zoo/deeplab_smoke.pth"
+    assert pipeline_hub_weights(f"effnet+crf+mmseg[checkpoint={zoo}]", "quick") == [
+        HubWeight("url", "deeplab_smoke.pth", zoo)]
+    assert pipeline_hub_weights("effnet+crf+mmseg[checkpoint=/x/zoo.pth]", "quick") == []
+    assert compat.source_url("torchvision://resnet50").startswith("https://download.pytorch")
+    assert compat.source_url("/local/file.pth") is None
+    with pytest.raises(ConfigError, match=r"mmengine knows no model 'resnet7_v1c'"):
+        compat.source_url("open-mmlab://resnet7_v1c")
+    nested = {"pretrained": "open-mmlab://a", "backbone": {"init_cfg": [
+        {"type": "Normal"}, {"type": "Pretrained", "checkpoint": "https://x/b.pth"}]},
+        "neck": {"pretrained": "open-mmlab://a"}}
+    assert compat.pretrained_sources(nested) == ["open-mmlab://a", "https://x/b.pth"]
+
+
+def test_pretrained_backbone_loads_from_the_weights_cache_offline(
+        mmseg_ok: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Offline: not cached, one line naming fetch-weights; cached (as fetch-weights stores
+    it, from a file:// copy), the backbone starts from exactly those weights."""
+    from bench.weight_cache import HubWeight, fetch
+
+    config = tmp_path / "tiny_r18.py"
+    config.write_text(TINY_PRETRAINED_CONFIG)
+    monkeypatch.setenv("BENCH_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    seg = plugin(tmp_path / "a", config=str(config), backbone_pretrained=True)
+    assert [str(w) for w in seg.hub_weights(seg.params, "quick")] == \
+        ["url:resnet18_v1c-b5776b93.pth"]
+    with pytest.raises(ConfigError) as caught:
+        seg.build_model(pretrained=True)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(
+        "mmseg: url:resnet18_v1c-b5776b93.pth is not in the weights cache")
+    assert f"run \"bench fetch-weights --methods 'effnet+crf+mmseg[config={config}]'\"" in message
+
+    torch.manual_seed(1)
+    source = plugin(tmp_path / "b", config=str(config)).build_model(pretrained=False)
+    imagenet = {k: v.clone() for k, v in source.segmentor.backbone.state_dict().items()}
+    served = tmp_path / "server" / "resnet18_v1c-b5776b93.pth"
+    served.parent.mkdir()
+    torch.save(imagenet, served)
+    fetch(HubWeight("url", "resnet18_v1c-b5776b93.pth", served.as_uri()))
+    torch.manual_seed(2)
+    net = plugin(tmp_path / "c", config=str(config), backbone_pretrained=True).build_model(
+        pretrained=True)
+    got = net.segmentor.backbone.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in imagenet.items())
+    assert "fetched" not in capsys.readouterr().err  # read from the cache
+
+
+def test_a_url_checkpoint_comes_from_the_weights_cache(mmseg_ok: None, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.weight_cache import HubWeight, fetch
+
+    monkeypatch.setenv("BENCH_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    state = plugin(tmp_path).build_model(pretrained=False).segmentor.state_dict()
+    served = tmp_path / "server" / "deeplab_smoke.pth"
+    served.parent.mkdir()
+    torch.save({"state_dict": state}, served)
+    url = "https://download.example.org/zoo/deeplab_smoke.pth"
+    seg = plugin(tmp_path, checkpoint=url)
+    assert seg.initial_weights(seg.params, "quick") == "hub"
+    with pytest.raises(ConfigError, match=r"url:deeplab_smoke\.pth is not in the weights cache"):
+        seg.build_model(pretrained=True)
+    fetch(HubWeight("url", "deeplab_smoke.pth", served.as_uri()))
+    got = plugin(tmp_path, checkpoint=url).build_model(pretrained=True).segmentor.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in state.items())
