@@ -104,12 +104,148 @@ class Lattice {
         });
     }
 
-  private:
-    // Number of pixel blocks splatted into separate buffers (a function of n only).
+    // --- The three steps of filter(), for callers that interleave them with their own
+    // per-pixel work (mean-field inference slices, updates and splats each block of pixels in
+    // one pass). A Buffers<T> holds one filtering's lattice values; filter() is
+    //   buffers.clear(); splat(every block); blur(buffers); slice(every pixel).
+
+    // Lattice values of K channels: `sum` (rows() x K; block 0 splats into it and it holds
+    // the blurred result), one buffer per further splat block, and blur scratch.
+    template <class T>
+    struct Buffers {
+        int K = 0;
+        std::vector<T> sum, extra, scratch, transposed;
+    };
+
+    // Sizes `buf` for K channels and zeroes what the splat adds to.
+    template <class T>
+    void clear(Buffers<T> &buf, int K, int threads) const {
+        const size_t size = static_cast<size_t>(m_ + 1) * static_cast<size_t>(K);
+        buf.K = K;
+        buf.sum.resize(size);
+        buf.extra.resize(static_cast<size_t>(splat_blocks() - 1) * size);
+        buf.scratch.resize(size);
+        buf.transposed.resize(size);
+        parallel_for(static_cast<int64_t>(size), threads, [&](int64_t lo, int64_t hi) {
+            std::fill(buf.sum.begin() + lo, buf.sum.begin() + hi, T(0));
+        }, 32768);
+        parallel_for(static_cast<int64_t>(buf.extra.size()), threads, [&](int64_t lo, int64_t hi) {
+            std::fill(buf.extra.begin() + lo, buf.extra.begin() + hi, T(0));
+        }, 32768);
+    }
+
+    // Number of pixel blocks that splat into separate buffers, and block `blk`'s pixels
+    // [lo, hi): a function of n only, so that results do not depend on the number of threads.
     int splat_blocks() const {
         return static_cast<int>(std::min<int64_t>(8, std::max<int64_t>(1, n_ / 32768)));
     }
+    void block_bounds(int blk, int64_t &lo, int64_t &hi) const {
+        chunk_bounds(n_, splat_blocks(), blk, lo, hi);
+    }
 
+    // Splat of pixels [lo, hi) of block `blk` (calls for one block must come in increasing
+    // pixel order): adds pre[i] * value_k(i) to the vertices of pixel i's simplex, with
+    // value_k(i) = in[k*in_stride + i - in_first] (in may be a window of the pixels, like
+    // slice's out). pre may be null (all ones).
+    template <class T, int KC = 0>
+    void splat(Buffers<T> &buf, int blk, int64_t lo, int64_t hi, const T *in, int64_t in_stride,
+               int64_t in_first, const T *pre) const {
+        const int K = KC > 0 ? KC : buf.K;
+        const size_t rows = static_cast<size_t>(m_ + 1);
+        T *dst = blk == 0 ? buf.sum.data() : buf.extra.data() + (blk - 1) * rows * K;
+        Accumulator<T, KC> store;
+        T *v = store.data(K);
+        for (int64_t i = lo; i < hi; ++i) {
+            const T scale_i = pre ? pre[i] : T(1);
+            for (int k = 0; k < K; ++k) v[k] = scale_i * in[k * in_stride + (i - in_first)];
+            const int32_t *off = &offset_[static_cast<size_t>(i * V)];
+            const float *w = &weight_[static_cast<size_t>(i * V)];
+            for (int r = 0; r <= D; ++r) {
+                T *row = dst + static_cast<int64_t>(off[r]) * K;
+                const T wr = static_cast<T>(w[r]);
+                for (int k = 0; k < K; ++k) row[k] += wr * v[k];
+            }
+        }
+    }
+
+    // After every block's splat: sums the block buffers in block order and blurs, leaving
+    // (F + F^T) of the splatted values in buf.sum (see the file comment).
+    template <class T, int KC = 0>
+    void blur(Buffers<T> &buf, int threads) const {
+        const int K = KC > 0 ? KC : buf.K;
+        const int blocks = splat_blocks();
+        const size_t rows = static_cast<size_t>(m_ + 1);
+        std::vector<T> &a = buf.sum, &b = buf.scratch, &c = buf.transposed;
+        if (blocks > 1) {
+            parallel_for(m_, threads, [&](int64_t lo, int64_t hi) {
+                for (int64_t blk = 1; blk < blocks; ++blk) {
+                    const T *src = buf.extra.data() + (blk - 1) * rows * K;
+                    for (int64_t q = lo * K; q < hi * K; ++q) a[static_cast<size_t>(q)] += src[q];
+                }
+            }, 8192);
+        }
+        // Blur with F = B_0 B_1 .. B_D (kernel [1/4, 1/2, 1/4] along each lattice direction)
+        // and with its transpose F^T = B_D .. B_0, from the same splatted values; the slice
+        // takes their mean, so the filter S^T (F + F^T) / 2 S is an exactly symmetric matrix.
+        // Row m_ (a missing neighbour) must read as zero: never written by the passes, zeroed
+        // by clear() in `sum`, copied into `transposed`, and zeroed here in `scratch`.
+        std::copy(a.begin(), a.end(), c.begin());
+        for (int k = 0; k < K; ++k) b[static_cast<size_t>(m_) * K + k] = T(0);
+        auto blur_pass = [&](const T *src, T *dst, int j) {
+            const int32_t *nb = &nbr_[static_cast<size_t>(j * m_ * 2)];
+            parallel_for(m_, threads, [&](int64_t lo, int64_t hi) {
+                for (int64_t p = lo; p < hi; ++p) {
+                    const T *mid = src + p * K;
+                    const T *x = src + static_cast<int64_t>(nb[2 * p]) * K;
+                    const T *y = src + static_cast<int64_t>(nb[2 * p + 1]) * K;
+                    T *o = dst + p * K;
+                    for (int k = 0; k < K; ++k) o[k] = T(0.5) * mid[k] + T(0.25) * (x[k] + y[k]);
+                }
+            }, 8192);
+        };
+        for (int j = 0; j <= D; ++j) {
+            blur_pass(a.data(), b.data(), j);
+            a.swap(b);
+        }
+        for (int j = D; j >= 0; --j) {
+            blur_pass(c.data(), b.data(), j);
+            c.swap(b);
+        }
+        parallel_for(m_, threads, [&](int64_t lo, int64_t hi) {
+            for (int64_t q = lo * K; q < hi * K; ++q) a[static_cast<size_t>(q)] += c[q];
+        }, 8192);
+    }
+
+    // Slice of pixels [lo, hi) from blurred buffers:
+    // out[k*n + i] = (accumulate ? out[k*n + i] : 0) + gain(alpha) * post[i] * value_k(i),
+    // value_k(i) interpolated from the vertices of pixel i's simplex. `out` may be a window:
+    // out_stride is its channel stride and out_first the pixel at out[0].
+    template <class T, int KC = 0>
+    void slice(const Buffers<T> &buf, int64_t lo, int64_t hi, T *out, int64_t out_stride,
+               int64_t out_first, const T *post, T alpha, bool accumulate) const {
+        const int K = KC > 0 ? KC : buf.K;
+        const T gain = alpha * static_cast<T>(0.5 * scale());
+        const T *lat = buf.sum.data();
+        Accumulator<T, KC> store;
+        T *acc = store.data(K);
+        for (int64_t i = lo; i < hi; ++i) {
+            for (int k = 0; k < K; ++k) acc[k] = T(0);
+            const int32_t *off = &offset_[static_cast<size_t>(i * V)];
+            const float *w = &weight_[static_cast<size_t>(i * V)];
+            for (int r = 0; r <= D; ++r) {
+                const T *v = lat + static_cast<int64_t>(off[r]) * K;
+                const T wr = static_cast<T>(w[r]);
+                for (int k = 0; k < K; ++k) acc[k] += wr * v[k];
+            }
+            const T g = post ? gain * post[i] : gain;
+            for (int k = 0; k < K; ++k) {
+                T &o = out[k * out_stride + (i - out_first)];
+                o = accumulate ? o + g * acc[k] : g * acc[k];
+            }
+        }
+    }
+
+  private:
     // Embeds feature vector f: writes the remainder-0 point rem0 and the ranks that identify
     // the enclosing simplex, and the barycentric weights of its D+1 vertices.
     static void embed(const float *f, const double *scale, int32_t *rem0, int32_t *rank,
@@ -160,6 +296,82 @@ class Lattice {
         for (int r = 0; r <= D; ++r) bary[r] = static_cast<float>(b[r]);
     }
 
+    // embed() for up to kBatch points at once, with the points in the inner loops so that the
+    // compiler vectorises them (the same double operations in the same order: bit-identical
+    // results). f[d * kBatch + p] is feature d of point p; outputs are per point, V values
+    // each: rem0[p*V + i], rank[p*V + i], bary[p*V + r]. Features must be finite and below 1e6
+    // in magnitude (the caller replaces others).
+    static constexpr int kBatch = 64;
+    static void embed_batch(const float *f, const double *scale, int32_t *rem0_out,
+                            int32_t *rank_out, float *bary_out) {
+        constexpr int B = kBatch;
+        alignas(64) double elevated[V][B], delta[V][B], rank[V][B], rem0[V][B], sum[B];
+        for (int p = 0; p < B; ++p) sum[p] = 0;  // sum_cf of embed()
+        for (int j = D; j > 0; --j) {
+            for (int p = 0; p < B; ++p) {
+                const double cf = f[(j - 1) * B + p] * scale[j - 1];
+                elevated[j][p] = sum[p] - j * cf;
+                sum[p] += cf;
+            }
+        }
+        for (int p = 0; p < B; ++p) {
+            elevated[0][p] = sum[p];
+            sum[p] = 0;  // now the sum of the rounded coordinates (small integers: exact)
+        }
+        for (int i = 0; i <= D; ++i) {
+            for (int p = 0; p < B; ++p) {
+                const double v = elevated[i][p] * (1.0 / V);
+                const double q =
+                    static_cast<double>(static_cast<int32_t>(v + (v >= 0 ? 0.5 : -0.5)));
+                rem0[i][p] = q * V;
+                delta[i][p] = elevated[i][p] - rem0[i][p];
+                sum[p] += q;
+                rank[i][p] = 0;
+            }
+        }
+        for (int i = 0; i < D; ++i) {
+            for (int j = i + 1; j <= D; ++j) {
+                for (int p = 0; p < B; ++p) {
+                    const double less = delta[i][p] < delta[j][p] ? 1.0 : 0.0;
+                    rank[i][p] += less;
+                    rank[j][p] += 1.0 - less;
+                }
+            }
+        }
+        for (int i = 0; i <= D; ++i) {
+            for (int p = 0; p < B; ++p) {
+                const double r = rank[i][p] + sum[p];
+                const double shift = (r < 0 ? 1.0 : 0.0) - (r > D ? 1.0 : 0.0);
+                rank[i][p] = r + shift * V;
+                rem0[i][p] += shift * V;
+                delta[i][p] -= shift * V;
+            }
+        }
+        // Barycentric weights: embed() adds v_i = delta_i / V to b[D - rank_i] and subtracts
+        // it from b[D - rank_i + 1]. Every b[r] thus gets one term of each sign, and their sum
+        // does not depend on the order: b[r] = v(rank D-r) - v(rank D-r+1) for 0 < r <= D,
+        // and b[0] = v(rank D) + (1 + (0 - v(rank 0))).
+        alignas(64) double by_rank[V][B];
+        for (int k = 0; k <= D; ++k) {
+            for (int p = 0; p < B; ++p) {
+                double v = 0;
+                for (int i = 0; i <= D; ++i) v = rank[i][p] == k ? delta[i][p] * (1.0 / V) : v;
+                by_rank[k][p] = v;
+            }
+        }
+        for (int p = 0; p < B; ++p) {
+            for (int i = 0; i <= D; ++i) {
+                rem0_out[p * V + i] = static_cast<int32_t>(rem0[i][p]);
+                rank_out[p * V + i] = static_cast<int32_t>(rank[i][p]);
+            }
+            bary_out[p * V] =
+                static_cast<float>(by_rank[D][p] + (1.0 + (0.0 - by_rank[0][p])));
+            for (int r = 1; r <= D; ++r)
+                bary_out[p * V + r] =
+                    static_cast<float>(by_rank[D - r][p] - by_rank[D - r + 1][p]);
+        }
+    }
+
     template <class Feature>
     void build(Feature &feature, int threads) {
         // Left uninitialised (every entry is written below, in parallel: first touch).
@@ -188,46 +400,60 @@ class Lattice {
             table.reset(1024);
             KeyTable<D> centres(256);     // remainder-0 points met by this chunk
             std::vector<int32_t> around;  // kMasks vertex indices per centre, -1: not yet
-            float f[D], bary[V];
-            int32_t rem0[V], rank[V], prev_rem0[D], key[D];
+            float f[D] = {};
+            alignas(64) float batch_f[D * kBatch], batch_bary[V * kBatch];
+            int32_t batch_rem0[V * kBatch], batch_rank[V * kBatch];
+            bool batch_ok[kBatch];
+            int32_t prev_rem0[D], key[D];
             int32_t *known = nullptr;     // `around` row of the current centre
-            for (int64_t i = lo; i < hi; ++i) {
-                feature(i, f);
-                int32_t *off = &offset_[static_cast<size_t>(i * V)];
-                bool finite = true;
-                for (int d = 0; d < D; ++d) finite &= std::fabs(f[d]) < 1e6f;  // false for NaN
-                if (!finite) {  // reported after the loop; never embed (integer overflow)
-                    bad = true;
+            for (int64_t start = lo; start < hi; start += kBatch) {
+                const int count = static_cast<int>(std::min<int64_t>(kBatch, hi - start));
+                for (int p = 0; p < kBatch; ++p) {
+                    if (p < count) feature(start + p, f);
+                    bool finite = p < count;
+                    for (int d = 0; d < D; ++d) finite &= std::fabs(f[d]) < 1e6f;  // NaN: false
+                    batch_ok[p] = finite;
+                    if (p < count && !finite) bad = true;  // reported after the loop
+                    for (int d = 0; d < D; ++d) batch_f[d * kBatch + p] = finite ? f[d] : 0.f;
+                }
+                embed_batch(batch_f, scale, batch_rem0, batch_rank, batch_bary);
+                for (int p = 0; p < count; ++p) {
+                    const int64_t i = start + p;
+                    int32_t *off = &offset_[static_cast<size_t>(i * V)];
+                    float *wt = &weight_[static_cast<size_t>(i * V)];
+                    if (!batch_ok[p]) {  // never used: the build fails
+                        for (int r = 0; r <= D; ++r) {
+                            off[r] = 0;
+                            wt[r] = 0.f;
+                        }
+                        continue;
+                    }
+                    const int32_t *rem0 = &batch_rem0[p * V], *rank = &batch_rank[p * V];
+                    bool same = known != nullptr;
+                    for (int d = 0; same && d < D; ++d) same = rem0[d] == prev_rem0[d];
+                    if (!same) {  // a new centre (rem0[D] follows: the coordinates sum to 0)
+                        const size_t count_before = centres.size();
+                        const size_t centre = static_cast<size_t>(centres.insert(rem0));
+                        if (centre == count_before)
+                            around.resize((count_before + 1) * kMasks, -1);
+                        known = &around[centre * kMasks];
+                        for (int d = 0; d < D; ++d) prev_rem0[d] = rem0[d];
+                    }
+                    int32_t by_rank[V];  // coordinate of each rank
+                    for (int d = 0; d <= D; ++d) by_rank[rank[d]] = d;
+                    int mask = 0;  // coordinates ranked above D - r
                     for (int r = 0; r <= D; ++r) {
-                        off[r] = 0;
-                        weight_[static_cast<size_t>(i * V + r)] = 0.f;
+                        if (r > 0) mask |= 1 << by_rank[D - r + 1];
+                        int32_t &vertex = known[mask];
+                        if (vertex < 0) {
+                            for (int d = 0; d < D; ++d)
+                                key[d] = rem0[d] + (rank[d] <= D - r ? r : r - V);
+                            vertex = table.insert(key);
+                        }
+                        off[r] = vertex;
                     }
-                    continue;
+                    for (int r = 0; r <= D; ++r) wt[r] = batch_bary[p * V + r];
                 }
-                embed(f, scale, rem0, rank, bary);
-                bool same = known != nullptr;
-                for (int d = 0; same && d < D; ++d) same = rem0[d] == prev_rem0[d];
-                if (!same) {  // a new centre for this pixel (rem0[D] follows: coordinates sum to 0)
-                    const size_t count = centres.size();
-                    const size_t centre = static_cast<size_t>(centres.insert(rem0));
-                    if (centre == count) around.resize((count + 1) * kMasks, -1);
-                    known = &around[centre * kMasks];
-                    for (int d = 0; d < D; ++d) prev_rem0[d] = rem0[d];
-                }
-                int32_t by_rank[V];  // coordinate of each rank
-                for (int d = 0; d <= D; ++d) by_rank[rank[d]] = d;
-                int mask = 0;  // coordinates ranked above D - r
-                for (int r = 0; r <= D; ++r) {
-                    if (r > 0) mask |= 1 << by_rank[D - r + 1];
-                    int32_t &vertex = known[mask];
-                    if (vertex < 0) {
-                        for (int d = 0; d < D; ++d)
-                            key[d] = rem0[d] + (rank[d] <= D - r ? r : r - V);
-                        vertex = table.insert(key);
-                    }
-                    off[r] = vertex;
-                }
-                for (int r = 0; r <= D; ++r) weight_[static_cast<size_t>(i * V + r)] = bary[r];
             }
         });
         if (bad)
@@ -281,95 +507,19 @@ class Lattice {
     template <class T, int KC>
     void filter_impl(const T *in, T *out, int channels, int threads, const T *pre,
                      const T *post, T alpha, bool accumulate) const {
-        const int K = KC > 0 ? KC : channels;
-        const size_t rows = static_cast<size_t>(m_ + 1);
-        std::vector<T> a(rows * K, T(0)), b(rows * K, T(0));  // row m_ stays zero
-        const int64_t n = n_;
-
-        // Splat: scatter each pixel's values onto its simplex's vertices. The pixels are cut
-        // into a number of blocks that depends on n only; each block accumulates into its own
-        // buffer (block 0 into `a`) and the buffers are summed in block order, so the result
-        // is the same whatever the number of threads.
-        const int blocks = splat_blocks();
-        std::vector<T> extra(static_cast<size_t>(blocks - 1) * rows * K, T(0));
-        run_tasks(blocks, threads, [&](int64_t blk) {
-            {
-                T *dst = blk == 0 ? a.data() : extra.data() + (blk - 1) * rows * K;
-                int64_t lo, hi;
-                chunk_bounds(n, blocks, static_cast<int>(blk), lo, hi);
-                Accumulator<T, KC> store;
-                T *v = store.data(K);
-                for (int64_t i = lo; i < hi; ++i) {
-                    const T scale_i = pre ? pre[i] : T(1);
-                    for (int k = 0; k < K; ++k) v[k] = scale_i * in[k * n + i];
-                    const int32_t *off = &offset_[static_cast<size_t>(i * V)];
-                    const float *w = &weight_[static_cast<size_t>(i * V)];
-                    for (int r = 0; r <= D; ++r) {
-                        T *row = dst + static_cast<int64_t>(off[r]) * K;
-                        const T wr = static_cast<T>(w[r]);
-                        for (int k = 0; k < K; ++k) row[k] += wr * v[k];
-                    }
-                }
-            }
+        Buffers<T> buf;
+        clear(buf, KC > 0 ? KC : channels, threads);
+        // Splat: each block of pixels (a number that depends on n only) accumulates into its
+        // own buffer and blur() sums them in block order, so the result is the same whatever
+        // the number of threads.
+        run_tasks(splat_blocks(), threads, [&](int64_t blk) {
+            int64_t lo, hi;
+            block_bounds(static_cast<int>(blk), lo, hi);
+            splat<T, KC>(buf, static_cast<int>(blk), lo, hi, in, n_, 0, pre);
         });
-        if (blocks > 1) {
-            parallel_for(m_, threads, [&](int64_t lo, int64_t hi) {
-                for (int64_t blk = 1; blk < blocks; ++blk) {
-                    const T *src = extra.data() + (blk - 1) * rows * K;
-                    for (int64_t q = lo * K; q < hi * K; ++q) a[static_cast<size_t>(q)] += src[q];
-                }
-            }, 8192);
-        }
-
-        // Blur with F = B_0 B_1 .. B_D (kernel [1/4, 1/2, 1/4] along each lattice direction)
-        // and with its transpose F^T = B_D .. B_0, from the same splatted values; the slice
-        // takes their mean, so the filter S^T (F + F^T) / 2 S is an exactly symmetric matrix.
-        std::vector<T> c(a);
-        auto blur_pass = [&](const T *src, T *dst, int j) {
-            const int32_t *nb = &nbr_[static_cast<size_t>(j * m_ * 2)];
-            parallel_for(m_, threads, [&](int64_t lo, int64_t hi) {
-                for (int64_t p = lo; p < hi; ++p) {
-                    const T *mid = src + p * K;
-                    const T *x = src + static_cast<int64_t>(nb[2 * p]) * K;
-                    const T *y = src + static_cast<int64_t>(nb[2 * p + 1]) * K;
-                    T *o = dst + p * K;
-                    for (int k = 0; k < K; ++k) o[k] = T(0.5) * mid[k] + T(0.25) * (x[k] + y[k]);
-                }
-            }, 8192);
-        };
-        for (int j = 0; j <= D; ++j) {
-            blur_pass(a.data(), b.data(), j);
-            a.swap(b);
-        }
-        for (int j = D; j >= 0; --j) {
-            blur_pass(c.data(), b.data(), j);
-            c.swap(b);
-        }
-
-        // Slice: interpolate every pixel from its simplex's vertices, in (F + F^T) / 2.
-        parallel_for(m_, threads, [&](int64_t lo, int64_t hi) {
-            for (int64_t q = lo * K; q < hi * K; ++q) a[static_cast<size_t>(q)] += c[q];
-        }, 8192);
-        const T gain = alpha * static_cast<T>(0.5 * scale());
-        const T *lat = a.data();
-        parallel_for(n, threads, [&](int64_t lo, int64_t hi) {
-            Accumulator<T, KC> store;
-            T *acc = store.data(K);
-            for (int64_t i = lo; i < hi; ++i) {
-                for (int k = 0; k < K; ++k) acc[k] = T(0);
-                const int32_t *off = &offset_[static_cast<size_t>(i * V)];
-                const float *w = &weight_[static_cast<size_t>(i * V)];
-                for (int r = 0; r <= D; ++r) {
-                    const T *v = lat + static_cast<int64_t>(off[r]) * K;
-                    const T wr = static_cast<T>(w[r]);
-                    for (int k = 0; k < K; ++k) acc[k] += wr * v[k];
-                }
-                const T g = post ? gain * post[i] : gain;
-                for (int k = 0; k < K; ++k) {
-                    T &o = out[k * n + i];
-                    o = accumulate ? o + g * acc[k] : g * acc[k];
-                }
-            }
+        blur<T, KC>(buf, threads);
+        parallel_for(n_, threads, [&](int64_t lo, int64_t hi) {
+            slice<T, KC>(buf, lo, hi, out, n_, 0, post, alpha, accumulate);
         });
     }
 

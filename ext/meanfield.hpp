@@ -5,12 +5,23 @@
 //     over (x, y) / bilateral_sxy and (r, g, b) / bilateral_srgb;
 //   - each kernel symmetrically normalised, K~ = D^-1/2 K D^-1/2 with D = diag(K 1);
 //   - Q <- softmax(-unary + sum_kernels weight * K~ Q), starting from Q = softmax(-unary).
-// Both lattices are built once; every iteration only splats, blurs and slices.
+//
+// Both lattices are built once. The per-pixel work of an iteration then runs in one pass over
+// the pixels, block by block and a few thousand pixels at a time: slice both kernels' blurred
+// messages, update Q, and splat the new Q into both lattices for the next iteration. Each
+// pixel's simplex (vertex indices and barycentric weights, 48 bytes per pixel for the
+// bilateral lattice) is thus read once per iteration instead of twice per kernel, and the
+// messages never leave the cache. The normalisations are computed the same way (three passes).
+//
+// Results do not depend on the number of threads: the splat blocks are a function of the pixel
+// count (see Lattice::splat_blocks), each block splats its pixels in increasing order, and the
+// slice and update are per pixel.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -28,67 +39,221 @@ struct CrfParams {
     int iterations = 10;
 };
 
-// q (K x n, channel-major) <- softmax over channels of (-unary + msg); msg may be null. With
-// `total` given, msg holds only the first K-1 channels and the last one is total - sum(msg).
-inline void softmax_update(const float *unary, const float *msg, const float *total, float *q,
-                           int K, int64_t n, int threads) {
-    parallel_for(n, threads, [&](int64_t lo, int64_t hi) {
-        std::vector<float> x(static_cast<size_t>(K));
-        for (int64_t i = lo; i < hi; ++i) {
-            float top = -INFINITY, rest = total ? total[i] : 0.f;
-            for (int k = 0; k < K; ++k) {
-                float m = 0.f;
-                if (msg && (!total || k < K - 1)) {
-                    m = msg[k * n + i];
-                    rest -= m;
-                } else if (total) {
-                    m = rest;
-                }
-                x[k] = -unary[k * n + i] + m;
-                top = std::max(top, x[k]);
-            }
-            float sum = 0.f;
-            for (int k = 0; k < K; ++k) {
-                x[k] = x[k] == top ? 1.f : std::exp(x[k] - top);  // one exp fewer
-                sum += x[k];
-            }
-            const float inv = 1.f / sum;
-            for (int k = 0; k < K; ++k) q[k * n + i] = x[k] * inv;
+// exp(x) for x <= 0 (larger x are clamped to 88, smaller than -87 to -87: exp(-87) = 1.6e-38),
+// within 2 ulp of the correctly rounded value, and exactly 1 at x = 0. Written without calls or
+// branches so that loops over it vectorise (libm's expf is a call per value): Cephes' expf,
+// exp(x) = 2^n exp(r) with n = round(x / ln 2) and a degree-7 polynomial for exp(r).
+inline float exp_approx(float x) {
+    x = std::min(std::max(x, -87.f), 88.f);
+    const float fx = x * 1.44269504088896341f + 0.5f;
+    float n = static_cast<float>(static_cast<int32_t>(fx));  // truncates towards zero
+    n -= n > fx ? 1.f : 0.f;  // floor (a select of constants: no branch)
+    float r = x - n * 0.693359375f;                          // ln 2 in two parts
+    r = r - n * -2.12194440e-4f;
+    float y = 1.9875691500e-4f;
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * (r * r) + r + 1.f;
+    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+}
+
+// q[k*n + i] for i in [lo, hi) <- softmax over k of (-unary[k*n + i] + m_k(i)). Without `msg`,
+// m = 0. With it, m_k(i) = msg[k*msg_stride + i - lo] for k < K-1 and the last label's message
+// is total[i] - sum_{k<K-1} m_k(i): Q sums to one, so K~ Q_last = K~ 1 - sum_{k<K-1} K~ Q_k.
+template <int KC>
+void softmax_range(const float *unary, const float *msg, int64_t msg_stride, const float *total,
+                   float *q, int channels, int64_t n, int64_t lo, int64_t hi) {
+    const int K = KC > 0 ? KC : channels;
+    if (K == 2) {  // the common case, in loops the compiler vectorises
+        // The larger of x0, x1 gets exp(0) = 1 (exactly, also from exp_approx) and the other
+        // exp(-|x0 - x1|): one exp per pixel; the same values as the general loop below.
+        const float *u0 = unary + lo, *u1 = unary + n + lo;
+        float *q0 = q + lo, *q1 = q + n + lo;
+        const int64_t count = hi - lo;
+        auto update = [&](int64_t i, float x0, float x1) {
+            const float e = exp_approx(x0 >= x1 ? x1 - x0 : x0 - x1);
+            const float inv = 1.f / (1.f + e);
+            const float small = e * inv;
+            q0[i] = x0 >= x1 ? inv : small;
+            q1[i] = x0 >= x1 ? small : inv;
+        };
+        if (msg) {
+            const float *t = total + lo;
+            for (int64_t i = 0; i < count; ++i)
+                update(i, -u0[i] + msg[i], -u1[i] + (t[i] - msg[i]));
+        } else {
+            for (int64_t i = 0; i < count; ++i) update(i, -u0[i], -u1[i]);
         }
+        return;
+    }
+    std::vector<float> x(static_cast<size_t>(K));
+    for (int64_t i = lo; i < hi; ++i) {
+        float top = -INFINITY, rest = msg ? total[i] : 0.f;
+        for (int k = 0; k < K; ++k) {
+            float m = 0.f;
+            if (msg && k < K - 1) {
+                m = msg[k * msg_stride + (i - lo)];
+                rest -= m;
+            } else if (msg) {
+                m = rest;
+            }
+            x[k] = -unary[k * n + i] + m;
+            top = std::max(top, x[k]);
+        }
+        float sum = 0.f;
+        for (int k = 0; k < K; ++k) {
+            x[k] = exp_approx(x[k] - top);
+            sum += x[k];
+        }
+        const float inv = 1.f / sum;
+        for (int k = 0; k < K; ++k) q[k * n + i] = x[k] * inv;
+    }
+}
+
+// One kernel of the CRF: its lattice, normalisation, weight, and two sets of lattice values
+// (the blurred ones a pass slices, and the ones it splats into for the next pass).
+template <int D>
+struct CrfKernel {
+    std::unique_ptr<Lattice<D>> lattice;
+    std::vector<float> norm;  // D^-1/2: 1 / sqrt(K 1)
+    float weight = 0.f;
+    typename Lattice<D>::template Buffers<float> blurred, next;
+
+    explicit operator bool() const { return lattice != nullptr; }
+
+    // The splat into `next` is complete: sum its blocks, blur, and make it the sliced values;
+    // then ready `next` for a splat of `channels` channels (none: leave it).
+    template <int KC>
+    void finish_splat(int channels, int threads) {
+        lattice->template blur<float, KC>(next, threads);
+        std::swap(blurred, next);
+        if (channels > 0) lattice->clear(next, channels, threads);
+    }
+};
+
+// Pixels per step of a pass: small enough that a step's messages, Q and simplices stay in
+// the cache between the slice, the update and the splat.
+constexpr int64_t kStep = 2048;
+
+// Runs body(blk, lo, hi, scratch) over every splat block of `lattice`, kStep pixels at a time
+// in increasing order, the blocks on up to `threads` threads; scratch: kStep * channels
+// floats per block.
+template <class Lat, class F>
+void pixel_pass(const Lat &lattice, int channels, int threads, F &&body) {
+    run_tasks(lattice.splat_blocks(), threads, [&](int64_t blk) {
+        std::vector<float> scratch(static_cast<size_t>(kStep * std::max(channels, 1)));
+        int64_t lo, hi;
+        lattice.block_bounds(static_cast<int>(blk), lo, hi);
+        for (int64_t s = lo; s < hi; s += kStep)
+            body(static_cast<int>(blk), s, std::min(hi, s + kStep), scratch.data());
     });
 }
 
-// 1 / sqrt(K 1): the symmetric normalisation of a kernel.
-template <int D>
-std::vector<float> symmetric_norm(const Lattice<D> &lattice, int threads) {
-    const int64_t n = lattice.num_pixels();
-    std::vector<float> norm(static_cast<size_t>(n), 1.f);
-    lattice.filter(norm.data(), norm.data(), 1, threads);
-    for (float &v : norm) v = 1.f / std::sqrt(v + 1e-20f);
-    return norm;
+// dense_crf with KC = K - 1 filtered channels known at compile time (0: any count).
+template <int KC>
+void dense_crf_passes(CrfKernel<2> &gauss, CrfKernel<5> &bilateral, const float *unary, int K,
+                      int iterations, float *q, int64_t n, int threads) {
+    constexpr int kLabels = KC > 0 ? KC + 1 : 0;  // softmax_range's compile-time K
+    const int filtered = K - 1;  // channels splatted and sliced (see softmax_range)
+    const float *const kNoScale = nullptr;
+    const std::vector<float> ones(static_cast<size_t>(kStep), 1.f);
+    std::vector<float> total(static_cast<size_t>(n));
+    auto each = [&](auto &&fn) {  // fn(kernel) for each kernel in use, Gaussian first
+        if (gauss) fn(gauss);
+        if (bilateral) fn(bilateral);
+    };
+    auto pass = [&](int channels, auto &&body) {  // both lattices have the same blocks
+        if (gauss)
+            pixel_pass(*gauss.lattice, channels, threads, body);
+        else
+            pixel_pass(*bilateral.lattice, channels, threads, body);
+    };
+
+    // 1. K 1: splat ones.
+    each([&](auto &kernel) {
+        kernel.norm.resize(static_cast<size_t>(n));
+        kernel.lattice->clear(kernel.next, 1, threads);
+    });
+    pass(0, [&](int blk, int64_t lo, int64_t hi, float *) {
+        each([&](auto &kernel) {
+            kernel.lattice->template splat<float, 1>(kernel.next, blk, lo, hi, ones.data(), kStep,
+                                                     lo, kNoScale);
+        });
+    });
+    // 2. norm = 1 / sqrt(K 1); splat the norms (K norm, sliced with post = norm, is K~ 1).
+    each([&](auto &kernel) { kernel.template finish_splat<1>(1, threads); });
+    pass(0, [&](int blk, int64_t lo, int64_t hi, float *) {
+        each([&](auto &kernel) {
+            float *norm = kernel.norm.data();
+            kernel.lattice->template slice<float, 1>(kernel.blurred, lo, hi, norm, n, 0, kNoScale,
+                                                     1.f, false);
+            for (int64_t i = lo; i < hi; ++i) norm[i] = 1.f / std::sqrt(norm[i] + 1e-20f);
+            kernel.lattice->template splat<float, 1>(kernel.next, blk, lo, hi, norm, n, 0,
+                                                     kNoScale);
+        });
+    });
+    // 3. total = sum_kernels weight * K~ 1; Q = softmax(-unary); splat Q.
+    each([&](auto &kernel) { kernel.template finish_splat<1>(filtered, threads); });
+    pass(0, [&](int blk, int64_t lo, int64_t hi, float *) {
+        bool accumulate = false;
+        each([&](auto &kernel) {
+            kernel.lattice->template slice<float, 1>(kernel.blurred, lo, hi, total.data(), n, 0,
+                                                     kernel.norm.data(), kernel.weight,
+                                                     accumulate);
+            accumulate = true;
+        });
+        softmax_range<kLabels>(unary, nullptr, 0, nullptr, q, K, n, lo, hi);
+        each([&](auto &kernel) {
+            kernel.lattice->template splat<float, KC>(kernel.next, blk, lo, hi, q, n, 0,
+                                                      kernel.norm.data());
+        });
+    });
+    // 4. Each iteration: slice the messages sum_kernels weight * K~ Q, update Q, and (but in
+    // the last) splat the new Q.
+    for (int it = 0; it < iterations; ++it) {
+        const bool last = it + 1 == iterations;
+        each([&](auto &kernel) { kernel.template finish_splat<KC>(last ? 0 : filtered, threads); });
+        pass(filtered, [&](int blk, int64_t lo, int64_t hi, float *msg) {
+            bool accumulate = false;
+            each([&](auto &kernel) {
+                kernel.lattice->template slice<float, KC>(kernel.blurred, lo, hi, msg, kStep, lo,
+                                                          kernel.norm.data(), kernel.weight,
+                                                          accumulate);
+                accumulate = true;
+            });
+            softmax_range<kLabels>(unary, msg, kStep, total.data(), q, K, n, lo, hi);
+            if (!last)
+                each([&](auto &kernel) {
+                    kernel.lattice->template splat<float, KC>(kernel.next, blk, lo, hi, q, n, 0,
+                                                              kernel.norm.data());
+                });
+        });
+    }
 }
 
 // Runs mean-field inference; image is h x w x 3 (RGB), unary and q are K x (h*w).
 inline void dense_crf(const uint8_t *image, int64_t h, int64_t w, const float *unary, int K,
                       const CrfParams &p, float *q, int threads) {
     const int64_t n = h * w;
-    softmax_update(unary, nullptr, nullptr, q, K, n, threads);
-    if (p.iterations <= 0) return;
-
-    std::unique_ptr<Lattice<2>> gauss;
-    std::unique_ptr<Lattice<5>> bilateral;
-    std::vector<float> gauss_norm, bilateral_norm;
-    if (p.gauss_weight != 0.f) {
+    CrfKernel<2> gauss;
+    CrfKernel<5> bilateral;
+    if (p.iterations > 0 && p.gauss_weight != 0.f) {
         const float inv = 1.f / p.gauss_sxy;
-        gauss = std::make_unique<Lattice<2>>(n, [&](int64_t i, float *f) {
+        gauss.lattice = std::make_unique<Lattice<2>>(n, [&](int64_t i, float *f) {
             f[0] = static_cast<float>(i % w) * inv;
             f[1] = static_cast<float>(i / w) * inv;
         }, threads);
-        gauss_norm = symmetric_norm(*gauss, threads);
+        gauss.weight = p.gauss_weight;
     }
-    if (p.bilateral_weight != 0.f) {
+    if (p.iterations > 0 && p.bilateral_weight != 0.f) {
         const float inv_xy = 1.f / p.bilateral_sxy, inv_rgb = 1.f / p.bilateral_srgb;
-        bilateral = std::make_unique<Lattice<5>>(n, [&](int64_t i, float *f) {
+        bilateral.lattice = std::make_unique<Lattice<5>>(n, [&](int64_t i, float *f) {
             const uint8_t *px = image + 3 * i;
             f[0] = static_cast<float>(i % w) * inv_xy;
             f[1] = static_cast<float>(i / w) * inv_xy;
@@ -96,33 +261,20 @@ inline void dense_crf(const uint8_t *image, int64_t h, int64_t w, const float *u
             f[3] = px[1] * inv_rgb;
             f[4] = px[2] * inv_rgb;
         }, threads);
-        bilateral_norm = symmetric_norm(*bilateral, threads);
+        bilateral.weight = p.bilateral_weight;
     }
-
-    // Potts messages are weight * K~ Q_k per label. Q sums to one over labels at every pixel,
-    // so K~ Q_last = K~ 1 - sum_{k<last} K~ Q_k: only K-1 channels need filtering, against a
-    // per-pixel total sum_kernels weight * K~ 1 computed once.
-    const int filtered = K - 1;
-    const float *const kNoScale = nullptr;
-    std::vector<float> total(static_cast<size_t>(n), 0.f);
-    if (gauss)
-        gauss->filter(gauss_norm.data(), total.data(), 1, threads, kNoScale, gauss_norm.data(),
-                      p.gauss_weight, false);
-    if (bilateral)
-        bilateral->filter(bilateral_norm.data(), total.data(), 1, threads, kNoScale,
-                          bilateral_norm.data(), p.bilateral_weight, gauss != nullptr);
-    std::vector<float> msg(static_cast<size_t>(filtered * n), 0.f);
-    for (int it = 0; it < p.iterations; ++it) {
-        if (gauss)
-            gauss->filter(q, msg.data(), filtered, threads, gauss_norm.data(), gauss_norm.data(),
-                          p.gauss_weight, false);
-        if (bilateral)
-            bilateral->filter(q, msg.data(), filtered, threads, bilateral_norm.data(),
-                              bilateral_norm.data(), p.bilateral_weight, gauss != nullptr);
-        const bool any = gauss || bilateral;
-        softmax_update(unary, any ? msg.data() : nullptr, any ? total.data() : nullptr, q, K, n,
-                       threads);
+    if (!gauss && !bilateral) {  // no messages: Q stays softmax(-unary)
+        dispatch_channels(K, [&](auto kc) {
+            parallel_for(n, threads, [&](int64_t lo, int64_t hi) {
+                softmax_range<decltype(kc)::value>(unary, nullptr, 0, nullptr, q, K, n, lo, hi);
+            });
+        });
+        return;
     }
+    dispatch_channels(K - 1, [&](auto kc) {
+        dense_crf_passes<decltype(kc)::value>(gauss, bilateral, unary, K, p.iterations, q, n,
+                                              threads);
+    });
 }
 
 }  // namespace bl
