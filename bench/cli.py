@@ -471,7 +471,7 @@ def _submit_slurm(args: argparse.Namespace, cells: list, specs: list[str], heade
     if missing:  # compute nodes are offline
         raise ConfigError(f"hub weights missing from the weights cache {weights_dir()}: "
                           f"{', '.join(map(str, missing))}; run "
-                          f"'{fetch_command(specs, args.profile)}' on a login node first")
+                          f"\"{fetch_command(specs, args.profile)}\" on a login node first")
     print(header, file=sys.stderr)
     log = RunLog.create(args.out, cells, "slurm", cluster=str(cluster.path))
     memo: dict = {}
