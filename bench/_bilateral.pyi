@@ -56,6 +56,10 @@ def dense_crf(image: npt.NDArray[np.uint8], unary: npt.NDArray[np.float32], gaus
               bilateral_weight: float, iterations: int,
               num_threads: int = 0) -> npt.NDArray[np.float32]:
     """Mean-field dense CRF (Potts); unary (K, H, W) energies -log p; returns (K, H, W)."""
+def clear_cache() -> None:
+    """Forget the Gaussian-kernel lattices dense_crf keeps for its next calls."""
+def cache_size() -> int:
+    """Number of Gaussian-kernel lattices dense_crf keeps (by grid size, sxy and weight)."""
 def hardware_threads() -> int:
     """Number of hardware threads."""
 def lattice_scale(dim: int) -> float:

@@ -79,6 +79,11 @@ class Lattice {
 
     int64_t num_pixels() const { return n_; }
     int64_t num_points() const { return m_; }
+    // Memory held: per-pixel simplices and weights, blur neighbours.
+    size_t bytes() const {
+        return static_cast<size_t>(n_) * V * (sizeof(int32_t) + sizeof(float)) +
+               nbr_.size() * sizeof(int32_t);
+    }
 
     // Ratio between the unnormalised Gaussian exp(-|d|^2/2) and the lattice's mass-preserving
     // approximation of a convolution: the Gaussian integrates to (2*pi)^(D/2), and a lattice

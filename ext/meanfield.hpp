@@ -23,7 +23,12 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <vector>
+
+#ifndef _WIN32
+#include <unistd.h>
+#endif
 
 #include "lattice.hpp"
 #include "parallel.hpp"
@@ -116,14 +121,129 @@ void softmax_range(const float *unary, const float *msg, int64_t msg_stride, con
     }
 }
 
-// One kernel of the CRF: its lattice, normalisation, weight, and two sets of lattice values
-// (the blurred ones a pass slices, and the ones it splats into for the next pass).
+// The Gaussian (smoothness) kernel depends only on the pixel grid, gauss_sxy and its weight,
+// not on the image: its lattice, normalisation and its part of sum_kernels weight * K~ 1. The
+// CRF refiner runs over many tiles of one size, so dense_crf keeps the most recent ones (at
+// most kGridCacheEntries, together at most kGridCacheBytes: about 10 MB per 512x512 grid) and
+// the next call on such a grid skips that work. A lattice's vertex numbering depends on the
+// number of threads it was built with, but nothing computed from it does, so a kernel built
+// by one call serves any other.
+struct GridKernel {
+    int64_t h = 0, w = 0;
+    float sxy = 0.f, weight = 0.f;
+    std::unique_ptr<Lattice<2>> lattice;
+    std::vector<float> norm;   // D^-1/2: 1 / sqrt(K 1)
+    std::vector<float> total;  // weight * K~ 1
+
+    size_t bytes() const {
+        return lattice->bytes() + (norm.size() + total.size()) * sizeof(float);
+    }
+    bool matches(int64_t h_, int64_t w_, float sxy_, float weight_) const {
+        return h == h_ && w == w_ && sxy == sxy_ && weight == weight_;
+    }
+};
+
+inline std::shared_ptr<const GridKernel> build_grid_kernel(int64_t h, int64_t w, float sxy,
+                                                           float weight, int threads) {
+    auto kernel = std::make_shared<GridKernel>();
+    kernel->h = h;
+    kernel->w = w;
+    kernel->sxy = sxy;
+    kernel->weight = weight;
+    const int64_t n = h * w;
+    const float inv = 1.f / sxy;
+    kernel->lattice = std::make_unique<Lattice<2>>(n, [&](int64_t i, float *f) {
+        f[0] = static_cast<float>(i % w) * inv;
+        f[1] = static_cast<float>(i / w) * inv;
+    }, threads);
+    kernel->norm.assign(static_cast<size_t>(n), 1.f);
+    kernel->lattice->filter(kernel->norm.data(), kernel->norm.data(), 1, threads);
+    for (float &v : kernel->norm) v = 1.f / std::sqrt(v + 1e-20f);
+    kernel->total.resize(static_cast<size_t>(n));
+    const float *const kNoScale = nullptr;
+    kernel->lattice->filter(kernel->norm.data(), kernel->total.data(), 1, threads, kNoScale,
+                            kernel->norm.data(), weight, false);
+    return kernel;
+}
+
+constexpr int kGridCacheEntries = 4;
+constexpr size_t kGridCacheBytes = size_t(64) << 20;
+
+class GridCache {
+  public:
+    // The process's cache (an empty one after fork()).
+    static GridCache &instance() {
+        static std::mutex guard;
+        static GridCache *cache = nullptr;  // never destroyed, like the thread pool
+        std::lock_guard<std::mutex> lock(guard);
+        if (cache == nullptr || cache->pid_ != current_pid()) cache = new GridCache();
+        return *cache;
+    }
+
+    // The kernel for this grid: from the cache, or built (on `threads` threads) and kept.
+    std::shared_ptr<const GridKernel> get(int64_t h, int64_t w, float sxy, float weight,
+                                          int threads) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            for (size_t e = 0; e < entries_.size(); ++e) {
+                if (entries_[e]->matches(h, w, sxy, weight)) {
+                    auto hit = entries_[e];
+                    entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(e));
+                    entries_.insert(entries_.begin(), hit);  // most recent first
+                    return hit;
+                }
+            }
+        }
+        auto kernel = build_grid_kernel(h, w, sxy, weight, threads);  // outside the lock
+        if (kernel->bytes() <= kGridCacheBytes) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            entries_.insert(entries_.begin(), kernel);
+            size_t bytes = 0, keep = 0;
+            while (keep < entries_.size() && keep < size_t(kGridCacheEntries) &&
+                   bytes + entries_[keep]->bytes() <= kGridCacheBytes)
+                bytes += entries_[keep++]->bytes();
+            entries_.resize(keep);
+        }
+        return kernel;
+    }
+
+    void clear() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        entries_.clear();
+    }
+    size_t size() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return entries_.size();
+    }
+
+  private:
+    GridCache() : pid_(current_pid()) {}
+    static long current_pid() {
+#ifdef _WIN32
+        return 0;
+#else
+        return static_cast<long>(getpid());
+#endif
+    }
+    const long pid_;
+    std::mutex mutex_;
+    std::vector<std::shared_ptr<const GridKernel>> entries_;
+};
+
+// One kernel of a CRF call: its lattice and normalisation (borrowed from a GridKernel or
+// owned), its weight, its precomputed part of the per-pixel total (null: computed by the
+// passes), and two sets of lattice values (the blurred ones a pass slices, and the ones it
+// splats into for the next pass).
 template <int D>
 struct CrfKernel {
-    std::unique_ptr<Lattice<D>> lattice;
-    std::vector<float> norm;  // D^-1/2: 1 / sqrt(K 1)
+    const Lattice<D> *lattice = nullptr;
+    const float *norm = nullptr;
+    const float *total = nullptr;
     float weight = 0.f;
     typename Lattice<D>::template Buffers<float> blurred, next;
+    std::unique_ptr<Lattice<D>> owned_lattice;
+    std::vector<float> owned_norm;
+    std::shared_ptr<const GridKernel> grid;  // keeps a cached kernel alive
 
     explicit operator bool() const { return lattice != nullptr; }
 
@@ -168,6 +288,13 @@ void dense_crf_passes(CrfKernel<2> &gauss, CrfKernel<5> &bilateral, const float 
         if (gauss) fn(gauss);
         if (bilateral) fn(bilateral);
     };
+    auto unprepared = [&](auto &&fn) {  // ... for each whose normalisation is still to come
+        each([&](auto &kernel) {
+            if (!kernel.total) fn(kernel);
+        });
+    };
+    bool any_unprepared = false;
+    unprepared([&](auto &) { any_unprepared = true; });
     auto pass = [&](int channels, auto &&body) {  // both lattices have the same blocks
         if (gauss)
             pixel_pass(*gauss.lattice, channels, threads, body);
@@ -175,43 +302,52 @@ void dense_crf_passes(CrfKernel<2> &gauss, CrfKernel<5> &bilateral, const float 
             pixel_pass(*bilateral.lattice, channels, threads, body);
     };
 
-    // 1. K 1: splat ones.
-    each([&](auto &kernel) {
-        kernel.norm.resize(static_cast<size_t>(n));
-        kernel.lattice->clear(kernel.next, 1, threads);
-    });
-    pass(0, [&](int blk, int64_t lo, int64_t hi, float *) {
-        each([&](auto &kernel) {
-            kernel.lattice->template splat<float, 1>(kernel.next, blk, lo, hi, ones.data(), kStep,
-                                                     lo, kNoScale);
+    if (any_unprepared) {
+        // 1. K 1: splat ones.
+        unprepared([&](auto &kernel) {
+            kernel.owned_norm.resize(static_cast<size_t>(n));
+            kernel.norm = kernel.owned_norm.data();
+            kernel.lattice->clear(kernel.next, 1, threads);
         });
-    });
-    // 2. norm = 1 / sqrt(K 1); splat the norms (K norm, sliced with post = norm, is K~ 1).
-    each([&](auto &kernel) { kernel.template finish_splat<1>(1, threads); });
-    pass(0, [&](int blk, int64_t lo, int64_t hi, float *) {
-        each([&](auto &kernel) {
-            float *norm = kernel.norm.data();
-            kernel.lattice->template slice<float, 1>(kernel.blurred, lo, hi, norm, n, 0, kNoScale,
-                                                     1.f, false);
-            for (int64_t i = lo; i < hi; ++i) norm[i] = 1.f / std::sqrt(norm[i] + 1e-20f);
-            kernel.lattice->template splat<float, 1>(kernel.next, blk, lo, hi, norm, n, 0,
-                                                     kNoScale);
+        pass(0, [&](int blk, int64_t lo, int64_t hi, float *) {
+            unprepared([&](auto &kernel) {
+                kernel.lattice->template splat<float, 1>(kernel.next, blk, lo, hi, ones.data(),
+                                                         kStep, lo, kNoScale);
+            });
         });
-    });
+        // 2. norm = 1 / sqrt(K 1); splat the norms (K norm, sliced with post = norm, is K~ 1).
+        unprepared([&](auto &kernel) { kernel.template finish_splat<1>(1, threads); });
+        pass(0, [&](int blk, int64_t lo, int64_t hi, float *) {
+            unprepared([&](auto &kernel) {
+                float *norm = kernel.owned_norm.data();
+                kernel.lattice->template slice<float, 1>(kernel.blurred, lo, hi, norm, n, 0,
+                                                         kNoScale, 1.f, false);
+                for (int64_t i = lo; i < hi; ++i) norm[i] = 1.f / std::sqrt(norm[i] + 1e-20f);
+                kernel.lattice->template splat<float, 1>(kernel.next, blk, lo, hi, norm, n, 0,
+                                                         kNoScale);
+            });
+        });
+        unprepared([&](auto &kernel) { kernel.template finish_splat<1>(0, threads); });
+    }
     // 3. total = sum_kernels weight * K~ 1; Q = softmax(-unary); splat Q.
-    each([&](auto &kernel) { kernel.template finish_splat<1>(filtered, threads); });
+    each([&](auto &kernel) { kernel.lattice->clear(kernel.next, filtered, threads); });
     pass(0, [&](int blk, int64_t lo, int64_t hi, float *) {
         bool accumulate = false;
         each([&](auto &kernel) {
-            kernel.lattice->template slice<float, 1>(kernel.blurred, lo, hi, total.data(), n, 0,
-                                                     kernel.norm.data(), kernel.weight,
-                                                     accumulate);
+            if (kernel.total) {  // precomputed: the same values the slice would give
+                for (int64_t i = lo; i < hi; ++i)
+                    total[i] = accumulate ? total[i] + kernel.total[i] : kernel.total[i];
+            } else {
+                kernel.lattice->template slice<float, 1>(kernel.blurred, lo, hi, total.data(), n,
+                                                         0, kernel.norm, kernel.weight,
+                                                         accumulate);
+            }
             accumulate = true;
         });
         softmax_range<kLabels>(unary, nullptr, 0, nullptr, q, K, n, lo, hi);
         each([&](auto &kernel) {
             kernel.lattice->template splat<float, KC>(kernel.next, blk, lo, hi, q, n, 0,
-                                                      kernel.norm.data());
+                                                      kernel.norm);
         });
     });
     // 4. Each iteration: slice the messages sum_kernels weight * K~ Q, update Q, and (but in
@@ -223,15 +359,14 @@ void dense_crf_passes(CrfKernel<2> &gauss, CrfKernel<5> &bilateral, const float 
             bool accumulate = false;
             each([&](auto &kernel) {
                 kernel.lattice->template slice<float, KC>(kernel.blurred, lo, hi, msg, kStep, lo,
-                                                          kernel.norm.data(), kernel.weight,
-                                                          accumulate);
+                                                          kernel.norm, kernel.weight, accumulate);
                 accumulate = true;
             });
             softmax_range<kLabels>(unary, msg, kStep, total.data(), q, K, n, lo, hi);
             if (!last)
                 each([&](auto &kernel) {
                     kernel.lattice->template splat<float, KC>(kernel.next, blk, lo, hi, q, n, 0,
-                                                              kernel.norm.data());
+                                                              kernel.norm);
                 });
         });
     }
@@ -244,16 +379,15 @@ inline void dense_crf(const uint8_t *image, int64_t h, int64_t w, const float *u
     CrfKernel<2> gauss;
     CrfKernel<5> bilateral;
     if (p.iterations > 0 && p.gauss_weight != 0.f) {
-        const float inv = 1.f / p.gauss_sxy;
-        gauss.lattice = std::make_unique<Lattice<2>>(n, [&](int64_t i, float *f) {
-            f[0] = static_cast<float>(i % w) * inv;
-            f[1] = static_cast<float>(i / w) * inv;
-        }, threads);
+        gauss.grid = GridCache::instance().get(h, w, p.gauss_sxy, p.gauss_weight, threads);
+        gauss.lattice = gauss.grid->lattice.get();
+        gauss.norm = gauss.grid->norm.data();
+        gauss.total = gauss.grid->total.data();
         gauss.weight = p.gauss_weight;
     }
     if (p.iterations > 0 && p.bilateral_weight != 0.f) {
         const float inv_xy = 1.f / p.bilateral_sxy, inv_rgb = 1.f / p.bilateral_srgb;
-        bilateral.lattice = std::make_unique<Lattice<5>>(n, [&](int64_t i, float *f) {
+        bilateral.owned_lattice = std::make_unique<Lattice<5>>(n, [&](int64_t i, float *f) {
             const uint8_t *px = image + 3 * i;
             f[0] = static_cast<float>(i % w) * inv_xy;
             f[1] = static_cast<float>(i / w) * inv_xy;
@@ -261,6 +395,7 @@ inline void dense_crf(const uint8_t *image, int64_t h, int64_t w, const float *u
             f[3] = px[1] * inv_rgb;
             f[4] = px[2] * inv_rgb;
         }, threads);
+        bilateral.lattice = bilateral.owned_lattice.get();
         bilateral.weight = p.bilateral_weight;
     }
     if (!gauss && !bilateral) {  // no messages: Q stays softmax(-unary)

@@ -272,6 +272,10 @@ NB_MODULE(_bilateral, m) {
           "num_threads"_a = 0,
           "Mean-field inference of a dense CRF (Potts); unary (K, H, W) float32 energies "
           "(-log p); returns (K, H, W) float32 probabilities.");
+    m.def("clear_cache", [] { bl::GridCache::instance().clear(); },
+          "Forget the Gaussian-kernel lattices dense_crf keeps for its next calls.");
+    m.def("cache_size", [] { return bl::GridCache::instance().size(); },
+          "Number of Gaussian-kernel lattices dense_crf keeps (by grid size, sxy, weight).");
     m.def("hardware_threads", &bl::hardware_threads, "Number of hardware threads.");
     m.def("lattice_scale", [](int d) {
         switch (d) {
