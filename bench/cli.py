@@ -405,16 +405,23 @@ def _dataset_details(config: object) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.data import DATASETS, resolve_root
     from bench.executors import run_cells
-    from bench.runner import Cell, RunOptions, pipeline_not_runnable
-    from bench.spec import expand_methods, is_wildcard, parse_pipeline, split_top_level
+    from bench.plans import PlanStore, unchecked_spec
+    from bench.plugins import builtin_dir, include_dirs
+    from bench.runner import Cell, RunOptions
+    from bench.spec import is_wildcard, split_top_level
 
-    specs = expand_methods(args.methods)
-    named = {parse_pipeline(item).text for item in split_top_level(args.methods, ",")
+    # plans (bench.plans) answer what the plugin classes would, so a cached rerun imports none
+    plans = PlanStore(Path(args.out) / "cache", list(args.include))
+    specs = plans.expand_methods(args.methods)
+    named = {unchecked_spec(item).text for item in split_top_level(args.methods, ",")
              if item and not is_wildcard(item)}
+    folders = (builtin_dir("methods"), *include_dirs(args.include))
     for spec in specs:  # a named pipeline that cannot run (no checkpoint) fails before any work
-        blocked = [e for e in pipeline_not_runnable(spec, args.profile) if e is not None]
-        if blocked and spec.text in named:
-            raise blocked[0]
+        if spec.text in named:
+            _, infos, _ = plans.pipeline_infos(spec.text, args.profile, folders)
+            blocked = [info.blocked() for info in infos if info.not_runnable is not None]
+            if blocked:
+                raise blocked[0]
     datasets = DATASETS.select(split_top_level(args.datasets, ","))
     if args.jobs < 1 or args.gpus < 1 or args.max_parallel < 0:
         raise ConfigError("--jobs and --gpus must be >= 1, --max-parallel >= 0")

@@ -174,3 +174,17 @@ def code_digest(cls: type, plugin_folders: tuple[Path, ...] = ()) -> str:
         root = _BENCH_DIR.parent if _is_bench(path) else path.parent
         h.update(f"{path.relative_to(root).as_posix()}:{file_digest(path)}\n".encode())
     return h.hexdigest()[:16]
+
+
+def folder_digest(folder: Path, pattern: str = "*.py") -> str:
+    """A short digest of the files of ``folder`` (and its sub-folders) matching ``pattern``:
+    their names relative to it and their bytes (`file_digest`, memoised by size and mtime).
+
+    For code that is hashed as a whole rather than followed through its imports (the synthetic
+    generator, `bench.data.synthetic_cache`).
+    """
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob(pattern)):
+        if path.is_file() and "__pycache__" not in path.parts:
+            h.update(f"{path.relative_to(folder).as_posix()}:{file_digest(path)}\n".encode())
+    return h.hexdigest()[:16]

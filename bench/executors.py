@@ -5,6 +5,8 @@
   state is forked).
 - ``slurm`` submits them as one job array through submitit (`bench.slurm`).
 
+Cells share loaded data sets: `run_cells` loads each (data set, split) once for the cells it
+runs here, and each worker process once for its cells (`bench.data.splits.shared_loads`).
 Cells share upstream stages through the run folder's cache; `bench.locks` makes sure that
 parallel cells compute each stage once (a cell that finds a stage being computed waits for it,
 then uses it). Every executor reports each cell's state in the run log (`bench.status`), which
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, one_line
-from bench.runner import Cell, run_cell
+from bench.runner import Cell, run_cell_result
 from bench.status import RunLog
 
 
@@ -49,7 +51,9 @@ def run_tracked(cell: Cell, n: int, total: int, log: RunLog | None = None,
                 log_path: str = "") -> list[dict[str, Any]]:
     """Run cell ``n`` (0-based) of ``total``, print its summary line, keep its run-log entry.
 
-    Each cell's summary line counts the sanity warnings of its records (`bench.sanity`).
+    Each cell's summary line counts the sanity warnings of its records (`bench.sanity`). A
+    cell read entirely from the cache says so (one ``cached:`` line, `bench.runner.
+    run_cell_result`) and its run-log entry has ``cached: true``.
     """
     from bench import locks
 
@@ -66,7 +70,8 @@ def run_tracked(cell: Cell, n: int, total: int, log: RunLog | None = None,
         log.write_cell(n, "running", log=log_path)
         locks.WAIT_LISTENERS.append(waiting)
     try:
-        records = run_cell(cell)
+        result = run_cell_result(cell)
+        records = result.records
     except BaseException as exc:
         if log is not None:
             error = describe_error(exc) if not isinstance(exc, KeyboardInterrupt) else \
@@ -90,7 +95,8 @@ def run_tracked(cell: Cell, n: int, total: int, log: RunLog | None = None,
         print(f"{label} {cell.method}: {summary} ({seconds:.1f} s{note})", file=sys.stderr,
               flush=True)
     if log is not None:
-        log.write_cell(n, "done", summary=summary, seconds=seconds, log=log_path)
+        log.write_cell(n, "done", summary=summary, seconds=seconds, log=log_path,
+                       **({"cached": True} if result.cached else {}))
     return records
 
 
@@ -102,13 +108,19 @@ def run_cells(cells: Sequence[Cell], jobs: int = 1,
     if jobs < 1:
         raise ValueError("jobs must be >= 1")
     if jobs == 1 or len(cells) <= 1:
-        return [run_tracked(cell, n, len(cells), log) for n, cell in enumerate(cells)]
+        from bench.data.splits import shared_loads
+
+        with shared_loads():  # each (data set, split) is loaded once for all cells
+            return [run_tracked(cell, n, len(cells), log) for n, cell in enumerate(cells)]
     return _run_parallel(cells, jobs, log)
 
 
 def _worker_init() -> None:
+    from bench.data.splits import share_loads_in_this_process
+
     # several processes on one terminal: no progress bars (their lines would interleave)
     os.environ["BENCH_PROGRESS"] = "0"
+    share_loads_in_this_process()  # the cells of a worker share loaded splits
 
 
 def _worker(cell: Cell, n: int, total: int, log_dir: tuple[str, str] | None

@@ -5,10 +5,19 @@ SLURM job. Every stage's outputs live under ``<out>/cache/<key>/`` where the key
 configuration of the stage and everything upstream plus the training data's fingerprint. A
 rerun finds finished stages there and does not recompute them; all writes are atomic, so a run
 killed at any moment resumes cleanly.
+
+What the runner needs to know of each stage's plugin class is one `bench.plans.StageInfo`.
+`run_cell` first tries the cell with the infos of a valid plan (``<out>/cache/plans/``) and
+without importing any plugin (so neither torch nor timm): when every map it needs is cached,
+the cell is scored from them and prints one ``cached:`` line. When a stage has to be trained or
+computed, that attempt stops before doing anything (`NeedsCompute`; what it would have printed
+is dropped) and the cell runs again with the plugin classes, as it always did.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import math
 import random
 import sys
@@ -22,13 +31,13 @@ from typing import Any
 import numpy as np
 
 from bench.cache import StageCache, compact, model_dir, model_done, save_model, stage_key
-from bench.code_digest import code_digest
 from bench.data import DATASETS, SplitData, discover_datasets, load_splits, resolve_root
 from bench.data.frames import SampleList
 from bench.device import resolve_device
 from bench.errors import BenchError, ConfigError, NotRunnableError, PluginError, one_line
 from bench.evaluate import StageScore, score_stage
-from bench.pipeline import build_stage, pipeline_outputs, stage_configs
+from bench.pipeline import build_stage
+from bench.plans import PlanStore, stage_infos
 from bench.plugins import builtin_dir, discover, include_dirs
 from bench.provenance import provenance
 from bench.records import write_not_run_record, write_record
@@ -49,7 +58,6 @@ from bench.stages import (
     Segmenter,
     check_map,
 )
-from bench.weights import pipeline_weights
 
 
 @dataclass
@@ -124,35 +132,68 @@ class StageState:
     model_key: str = ""
 
 
-class CellRunner:
-    """Runs the stages of one cell with caching, evaluation and records."""
+class NeedsCompute(Exception):
+    """Raised by a cell run from a plan (`CellRunner` with ``planned``) that finds a stage it
+    would have to train or compute: `run_cell` runs the cell again with the plugin classes."""
 
-    def __init__(self, cell: Cell) -> None:
+
+class CellRunner:
+    """Runs the stages of one cell with caching, evaluation and records.
+
+    Args:
+        cell: the cell.
+        plan: take the stages' `StageInfo` from a valid plan in the run's cache when there is
+            one (`bench.plans`): the cell then imports no plugin, and stops with `NeedsCompute`
+            before computing anything; its messages wait in `held` (printed by `run_cell` if
+            the attempt succeeds). Without a valid plan it runs as with ``plan=False``, which
+            asks the plugin classes (and writes the plan for the next run).
+        store: the run's `PlanStore` (default: one for this cell's run folder).
+    """
+
+    def __init__(self, cell: Cell, plan: bool = False, store: PlanStore | None = None) -> None:
         self.cell = cell
         self.opts = cell.options
         discover(self.opts.include)
         discover_datasets(self.opts.include)
-        self.spec: PipelineSpec = parse_pipeline(cell.method)
+        self.cache_root = self.opts.out / "cache"
+        store = store or PlanStore(self.cache_root, self.opts.include)
+        self.spec: PipelineSpec
+        if plan:
+            self.spec, self.infos, self.planned = store.pipeline_infos(
+                cell.method, self.opts.profile, self.plugin_folders())
+        else:
+            self.spec = parse_pipeline(cell.method)
+            #: what each stage's plugin class says (`bench.plans.StageInfo`)
+            self.infos = stage_infos(self.spec, self.opts.profile, self.plugin_folders())
+            #: whether the infos came from a plan (no plugin imported; see `NeedsCompute`)
+            self.planned = False
+        #: messages held back while running from a plan (printed once it succeeded)
+        self.held: io.StringIO | None = io.StringIO() if self.planned else None
         self.dataset = DATASETS.get(cell.dataset)
         self.train_name = DATASETS.get(cell.train_dataset or cell.dataset).name
         self.ood = self.train_name != self.dataset.name
         #: key of the scored split in `SplitData` (OOD: kept apart from the training set's own)
         self.eval_key = f"ood-{cell.split}" if self.ood else cell.split
-        self.configs = [c.as_dict() for c in stage_configs(self.spec, self.opts.profile)]
+        self.configs = [info.config for info in self.infos]
         #: each stage's kind of map, ``soft`` or ``labels`` (`Plugin.output_kind`)
-        self.outputs = pipeline_outputs(self.spec, self.opts.profile)
-        self.cache_root = self.opts.out / "cache"
+        self.outputs = [info.output for info in self.infos]
         self.data: SplitData | None = None
         #: exclusions of the scored data set of an out-of-distribution cell (its records)
         self.scored_excluded: dict[str, Any] = {}
-        self.trains = any(_plugin_class(st.name).trainable for st in self.spec.stages)
+        self.trains = any(info.trainable for info in self.infos)
         #: each stage's initial weights (`bench.weights.ORIGINS`; None: nothing learned)
-        self.weights = pipeline_weights(self.spec, self.opts.profile)
+        self.weights = [info.weights for info in self.infos]
         #: why each stage cannot run (None: it can), asked before any work
-        self.not_runnable = pipeline_not_runnable(self.spec, self.opts.profile)
+        self.not_runnable = [info.blocked() for info in self.infos]
+        #: map files read from the cache
+        self.maps_read = 0
         blocked = next((e for e in self.not_runnable if e is not None), None)
         if blocked is not None and not cell.optional:
             raise blocked
+
+    def say(self, line: str) -> None:
+        """Print one line on stderr (held back while running from a plan)."""
+        print(line, file=self.held if self.held is not None else sys.stderr, flush=True)
 
     # ----------------------------------------------------------------- data
     def load_data(self) -> SplitData:
@@ -219,19 +260,17 @@ class CellRunner:
         trains = False
         upstream = {"dataset": self.train_name, "seed": self.opts.seed,
                     "profile": self.opts.profile}
-        for i, (stage, config) in enumerate(zip(self.spec.stages, self.configs, strict=True)):
-            cls = _plugin_class(stage.name)
-            trains = trains or bool(cls.trainable)
-            upstream = {"up": upstream, "stage": config,
-                        "code": code_digest(cls, self.plugin_folders())}
-            if getattr(cls, "uses_input_threshold", False):
+        for i, (info, config) in enumerate(zip(self.infos, self.configs, strict=True)):
+            trains = trains or info.trainable
+            upstream = {"up": upstream, "stage": config, "code": info.code}
+            if info.uses_input_threshold:
                 # the input threshold is chosen on the calibration split, which depends on
                 # the scored split (val when scoring test, train when scoring val)
                 upstream["calibration"] = self.calib_name(data)
             if trains:
                 upstream["train_data"] = data.fingerprints.get("train")
                 upstream["derived"] = data.derived
-            key, model_key = stage_key(upstream, getattr(cls, "inference_params", ()))
+            key, model_key = stage_key(upstream, info.inference_params)
             states.append(StageState(i, self.spec.prefix(i + 1).text, config, key, trains,
                                      model_key=model_key))
         return states
@@ -254,6 +293,8 @@ class CellRunner:
         if state.ready:
             assert state.plugin is not None
             return state.plugin
+        if self.planned:
+            raise NeedsCompute(state.spec_text)
         ctx = self.context(state)
         with self.blame(i, "building it"):
             plugin = build_stage(self.spec.stages[i], ctx)
@@ -329,7 +370,7 @@ class CellRunner:
                         data: SplitData) -> list[np.ndarray]:
         """What segmenter stage ``i`` trains on: the pseudo labels of the stage before it, or
         the training split's masks for a segmenter without ``needs_pseudo_labels``."""
-        if getattr(_plugin_class(self.spec.stages[i].name), "needs_pseudo_labels", True):
+        if self.infos[i].needs_pseudo_labels:
             return self.pseudo_labels(states, i - 1, data)
         train = data["train"]
         if not train.has_masks:
@@ -373,6 +414,7 @@ class CellRunner:
             with self.lock(path, path.exists(), f"the maps of {state.spec_text} on {split}"):
                 if path.exists():
                     state.maps[split], timing = cache.load_maps(path)
+                    self.maps_read += 1
                     if timing is not None:
                         state.timings.setdefault(f"infer_{split}_s", timing)
                 else:
@@ -388,8 +430,8 @@ class CellRunner:
                     state.maps[split] = cache.save_maps(path, samples.ids, computed, elapsed)
                     note = plugin.summary()
                     if note:
-                        print(f"bench: {state.spec_text} on {self.dataset.name}/{split}: {note}",
-                              file=sys.stderr, flush=True)
+                        self.say(f"bench: {state.spec_text} on {self.dataset.name}/{split}: "
+                                 f"{note}")
         return cache.ordered(state.maps[split], samples.ids)
 
     def compute_maps(self, states: list[StageState], i: int, split: str,
@@ -446,13 +488,13 @@ class CellRunner:
         ``--debug``). Errors the harness already words (`BenchError`) pass unchanged."""
         try:
             yield
-        except BenchError:
+        except (BenchError, NeedsCompute):
             raise
         except Exception as exc:
             stage = self.spec.stages[i]
             raise PluginError(
                 f"plugin '{stage.name}' (stage {i + 1} of '{self.spec.text}', "
-                f"{_plugin_class(stage.name).kind}) on {self.dataset.name}, {doing}: "
+                f"{self.infos[i].kind}) on {self.dataset.name}, {doing}: "
                 f"{one_line(exc)}") from exc
 
     # ----------------------------------------------------------------- evaluation
@@ -504,8 +546,8 @@ class CellRunner:
         """The `bench.sanity` checks of stage ``i``'s score, as warning lines: a smoke IoU
         below ``all_smoke``'s (pixel level only), and a segmenter that predicts under 10% of
         the smoke share of its training labels. Baselines (``baseline = True``) are exempt."""
-        cls = _plugin_class(self.spec.stages[i].name)
-        if cls.baseline:
+        info = self.infos[i]
+        if info.baseline:
             return []
         where = f"'{states[i].spec_text}' on {self.dataset.name}/{self.cell.split}"
         pixel = data[self.eval_key].has_masks
@@ -513,14 +555,14 @@ class CellRunner:
         if pixel:
             found.append(below_all_smoke(where, score.metrics.get("IoU_smoke", math.nan),
                                          all_smoke_iou(score.per_image_areas)))
-        if issubclass(cls, Segmenter):
+        if info.segmenter:
             fractions = score.extra.get("fractions")
             predicted = predicted_smoke_share(score.per_image_areas) if pixel else \
                 float(np.mean(fractions)) if fractions is not None and len(fractions) else \
                 math.nan
             trained = label_smoke_share(self.training_labels(states, i, data))
             found.append(collapsed(where, predicted, trained, "pseudo labels"
-                                   if cls.needs_pseudo_labels else "masks"))
+                                   if info.needs_pseudo_labels else "masks"))
         return [w for w in found if w]
 
     def stage_weights(self, i: int) -> dict[str, str]:
@@ -547,7 +589,7 @@ class CellRunner:
             "split": self.cell.split,
             "profile": self.opts.profile,
             "seed": self.opts.seed,
-            "device": self.device_used(),
+            "device": self.device_used(states, i),
             "level": "pixel" if data[self.eval_key].has_masks else "image",
             "n_images": score.n_images,
             "n_tiles": len(data[self.eval_key]),
@@ -601,8 +643,28 @@ class CellRunner:
         write_not_run_record(self.opts.out, rec)
         return rec
 
-    def device_used(self) -> str:
-        """The resolved device, or "none" when no stage of this cell touched torch."""
+    def device_used(self, states: list[StageState] | None = None, i: int = 0) -> str:
+        """The resolved device, or "none" when no stage of this cell touched torch.
+
+        A cell run from a plan touches no torch: its maps were computed by an earlier run, so
+        stage ``i`` keeps the device of the record it replaces when that record has the same
+        cache key (else "none").
+        """
+        if self.planned and states is not None:
+            from bench.records import record_path
+
+            path = record_path(self.opts.out, {"method": states[i].spec_text,
+                                               "dataset": self.dataset.name,
+                                               "split": self.cell.split,
+                                               "profile": self.opts.profile,
+                                               "seed": self.opts.seed})
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+                if old.get("config", {}).get("cache_key") == states[i].key:
+                    return str(old.get("device", "none"))
+            except (OSError, ValueError, AttributeError):
+                pass
+            return "none"
         return resolve_device(self.opts.device) if "torch" in sys.modules else "none"
 
     # ----------------------------------------------------------------- main
@@ -619,22 +681,52 @@ class CellRunner:
         for i in range(len(states)):
             blocked = self.not_runnable[i]
             if blocked is not None:  # a wildcard's pipeline without its checkpoint
-                print(f"bench: not running '{self.spec.text}': {blocked}", file=sys.stderr,
-                      flush=True)
+                self.say(f"bench: not running '{self.spec.text}': {blocked}")
                 records += [self.not_run_record(states, j, data, blocked.reason)
                             for j in range(i, len(states))]
                 break
             score = self.evaluate(states, i, data)
             warnings = self.sanity_warnings(states, i, score, data)
             for line in warnings:
-                print(f"bench: warning: {line}", file=sys.stderr, flush=True)
+                self.say(f"bench: warning: {line}")
             records.append(self.record(states, i, score, data, warnings))
         return records
 
 
+@dataclass
+class CellResult:
+    """What `run_cell_result` returns: the records, and whether the cell was all cached."""
+
+    records: list[dict[str, Any]]
+    #: every stage's maps came from the cache and no plugin was imported (`NeedsCompute`)
+    cached: bool = False
+    #: map files read from the cache
+    maps_read: int = 0
+
+
+def run_cell_result(cell: Cell, store: PlanStore | None = None) -> CellResult:
+    """Run one cell: from its plan when valid and everything is cached (no plugin imported,
+    one ``cached:`` line), else with the plugin classes (see the module doc)."""
+    runner = CellRunner(cell, plan=True, store=store)
+    if runner.planned:
+        try:
+            records = runner.run()
+        except NeedsCompute:
+            runner = CellRunner(cell, store=store)
+        else:
+            assert runner.held is not None
+            sys.stderr.write(runner.held.getvalue())
+            print(f"cached: {cell.method} on {cell.dataset}/{cell.split}: "
+                  f"{len(runner.spec.stages)} stage(s), {runner.maps_read} map file(s) read "
+                  "from the cache; nothing computed, no plugin imported", file=sys.stderr,
+                  flush=True)
+            return CellResult(records, True, runner.maps_read)
+    return CellResult(runner.run(), False, runner.maps_read)
+
+
 def run_cell(cell: Cell) -> list[dict[str, Any]]:
     """Run one cell and return its records (one per stage); importable by SLURM workers."""
-    return CellRunner(cell).run()
+    return run_cell_result(cell).records
 
 
 def pipeline_not_runnable(spec: PipelineSpec | str,

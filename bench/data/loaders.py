@@ -9,6 +9,7 @@ a table of the same name. Tiling, validation carve-outs and image labels are gen
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 
 from bench.data.config import DatasetConfig
@@ -19,6 +20,11 @@ from bench.registry import Registry
 
 Loader = Callable[[DatasetConfig, str, "Path | None", str], list[Frame]]
 LOADERS: Registry[Loader] = Registry("loader kind")
+
+#: the run's cache folder (``<out>/cache``) while `bench.data.splits.load_splits` calls a
+#: loader, for loaders that keep what they compute on disk (`load_synthetic`); None outside a
+#: run folder
+CACHE_DIR: ContextVar[Path | None] = ContextVar("bench_loader_cache_dir", default=None)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -110,8 +116,13 @@ def load_class_folders(config: DatasetConfig, split: str, root: Path | None,
 @register_loader("synthetic")
 def load_synthetic(config: DatasetConfig, split: str, root: Path | None,
                    profile: str) -> list[Frame]:
-    """Synthetic industrial smoke scenes rendered on the fly (`bench.data.synthetic`)."""
-    from bench.data.synthetic import SyntheticConfig, render
+    """Synthetic industrial smoke scenes rendered on the fly (`bench.data.synthetic`).
+
+    Inside a run the rendered frames are kept in the run's cache folder (`CACHE_DIR`), keyed by
+    the generator's code and the knobs (`bench.data.synthetic_cache`), so a rerun reads them.
+    """
+    from bench.data.synthetic import SyntheticConfig
+    from bench.data.synthetic_cache import cached_split
 
     spec = config.splits.get(split)
     if not isinstance(spec, dict):
@@ -126,10 +137,12 @@ def load_synthetic(config: DatasetConfig, split: str, root: Path | None,
         syn = SyntheticConfig(**{**base, **spec})
     except TypeError as exc:
         raise ConfigError(f"{config.path}: bad synthetic option: {exc}") from None
-    frames = []
-    for index in range(n):
-        item = render(index, seed, syn)
-        frames.append(Frame(f"syn-{split}-{seed}-{index:05d}", item.mask.shape, image=item.image,
-                            mask=item.mask, label=int(item.label),
-                            aux={"chimney": item.chimney, "steam": item.steam}))
-    return frames
+    rendered = cached_split(syn, seed, n, CACHE_DIR.get())
+    for array in (rendered.images, rendered.masks, rendered.chimney, rendered.steam):
+        array.setflags(write=False)  # shared by the cells of a run (bench.data.splits)
+    return [Frame(f"syn-{split}-{seed}-{index:05d}", rendered.masks[index].shape,
+                  image=rendered.images[index], mask=rendered.masks[index],
+                  label=int(rendered.labels[index]),
+                  aux={"chimney": rendered.chimney[index], "steam": rendered.steam[index]},
+                  digest=rendered.digests[index])
+            for index in range(n)]

@@ -10,13 +10,27 @@
   was left out is recorded in ``SplitData.derived["excluded"]``.
 - A split's fingerprint hashes the content of its files (`bench.data.file_index`), so a copy of a
   data set elsewhere keeps its cache.
+- Inside `shared_loads` (every ``bench run``: `bench.executors.run_cells`, and each worker
+  process) a data set's splits are loaded once and shared by the cells: each (data set, split)
+  calls its loader once, and each distinct `load_splits` call is answered from memory after the
+  first (the caller gets its own `SplitData`, sharing the frames). The frames of at most
+  `SHARED_DATASETS` data sets are kept.
+- A loader may keep what it computes in the run's cache folder (`bench.data.loaders.CACHE_DIR`,
+  ``<out>/cache`` when ``index`` names a run folder): the synthetic loader stores rendered
+  frames there (`bench.data.synthetic_cache`).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
 import hashlib
 import os
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +41,56 @@ from bench.data.config import DatasetConfig
 from bench.data.file_index import FileIndex, as_index
 from bench.data.frames import Frame, SampleList, SampleRef
 from bench.data.hashing import hash_unit
-from bench.data.loaders import LOADERS
+from bench.data.loaders import CACHE_DIR, LOADERS
 from bench.data.subsets import Subset, resolve_subsets
 from bench.data.tiling import box_suffix, tile_boxes
 from bench.errors import ConfigError
 
 DEFAULT_SMOKE_MIN_FRACTION = 0.01
+#: data sets whose loaded splits `shared_loads` keeps at once (an out-of-distribution cell
+#: needs two); older ones are dropped
+SHARED_DATASETS = 2
+
+
+@dataclass
+class _SharedLoads:
+    """What `shared_loads` keeps, per data set (most recently used last)."""
+
+    datasets: OrderedDict[tuple[str, ...], dict[str, dict[Any, Any]]] = field(
+        default_factory=OrderedDict)
+
+    def of(self, dataset: tuple[str, ...]) -> dict[str, dict[Any, Any]]:
+        """The memo of one data set: ``frames`` by split, ``results`` by `load_splits` call."""
+        if dataset in self.datasets:
+            self.datasets.move_to_end(dataset)
+        else:
+            self.datasets[dataset] = {"frames": {}, "results": {}}
+            while len(self.datasets) > SHARED_DATASETS:
+                self.datasets.popitem(last=False)
+        return self.datasets[dataset]
+
+
+_SHARED: ContextVar[_SharedLoads | None] = ContextVar("bench_shared_loads", default=None)
+
+
+@contextmanager
+def shared_loads() -> Iterator[None]:
+    """Within this block, `load_splits` loads each (data set, split) once and shares it (see
+    the module doc); nested blocks share the outer one's memo."""
+    if _SHARED.get() is not None:
+        yield
+        return
+    token = _SHARED.set(_SharedLoads())
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def share_loads_in_this_process() -> None:
+    """Share loaded splits for the rest of this thread's life (a run's worker process)."""
+    if _SHARED.get() is None:
+        _SHARED.set(_SharedLoads())
 
 
 @dataclass
@@ -174,10 +232,34 @@ def load_splits(config: DatasetConfig, root: Path | None, profile: str = "quick"
         splits: the splits to load (default: all, with ``val`` carved from ``train`` if absent).
         index: where content digests of image files are memoised: a `FileIndex`, or a run
             folder whose ``cache/file-index.json`` holds one (saved after loading); default an
-            in-memory index that lives as long as the process.
+            in-memory index that lives as long as the process. The folder of a file-backed
+            index is the cache folder loaders may keep things in (`CACHE_DIR`).
+
+    Inside `shared_loads`, an identical call is answered from memory and each split's loader
+    runs once (module doc).
     """
     index = as_index(index)
+    cache_dir = index.path.parent if index.path is not None else None
+    shared = _SHARED.get()
+    memo = shared.of((config.name, str(config.path), repr(sorted(config.raw.items(), key=str)),
+                      str(root), profile)) if shared is not None else None
+    call = (limit, tuple(splits) if splits is not None else None, str(index.path))
+    if memo is not None and call in memo["results"]:
+        return _copy_split_data(memo["results"][call])
     loader = LOADERS.get(config.loader)
+
+    def load(split: str) -> tuple[list[Frame], dict[str, Any] | None]:
+        if memo is not None and split in memo["frames"]:
+            frames, excluded = memo["frames"][split]
+            return list(frames), copy.deepcopy(excluded)
+        token = CACHE_DIR.set(cache_dir)
+        try:
+            found = apply_exclusions(config, split, loader(config, split, root, profile))
+        finally:
+            CACHE_DIR.reset(token)
+        if memo is not None:
+            memo["frames"][split] = (list(found[0]), copy.deepcopy(found[1]))
+        return found
     declared = [s for s in config.splits if isinstance(s, str)]
     wanted = splits or config.split_names
     carve = "val" not in declared and "train" in declared
@@ -194,8 +276,7 @@ def load_splits(config: DatasetConfig, root: Path | None, profile: str = "quick"
     frame_sets: dict[str, list[Frame]] = {}
     for split in declared:
         if split in wanted or (split == "train" and need_train):
-            frames, excluded = apply_exclusions(config, split,
-                                                loader(config, split, root, profile))
+            frames, excluded = load(split)
             frame_sets[split] = frames
             if excluded is not None:
                 derived.setdefault("excluded", {})[split] = excluded
@@ -228,4 +309,16 @@ def load_splits(config: DatasetConfig, root: Path | None, profile: str = "quick"
     index.save()
     if limit:
         derived["limit"] = limit
-    return SplitData(config.name, out, derived, prints, train_crops, subsets)
+    data = SplitData(config.name, out, derived, prints, train_crops, subsets)
+    if memo is not None:
+        memo["results"][call] = data
+        return _copy_split_data(data)
+    return data
+
+
+def _copy_split_data(data: SplitData) -> SplitData:
+    """A `SplitData` of its own (the caller may add splits) over the same frames."""
+    return dataclasses.replace(data, splits=dict(data.splits),
+                               derived=copy.deepcopy(data.derived),
+                               fingerprints=dict(data.fingerprints),
+                               subsets={k: list(v) for k, v in data.subsets.items()})
