@@ -442,3 +442,28 @@ def test_unknown_weights_value_is_a_config_error() -> None:
                                  RunContext(device="cpu", progress=False))
     with pytest.raises(ConfigError, match="weights"):
         seg.build_model(pretrained=True)
+
+
+def test_infer_crf_is_the_dense_crf_of_the_softmax_before_the_argmax(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    from bench.crf import dense_crf
+
+    # a dark left half and a bright right half; the network's smoke extends 6 px past the edge
+    image = np.zeros((32, 64, 3), np.uint8)
+    image[:, 32:] = 255
+    p_smoke = np.full((32, 64), 0.3, np.float32)
+    p_smoke[:, :38] = 0.6
+    logits = torch.from_numpy(np.log(np.stack([1 - p_smoke, p_smoke])))
+    plain = tiny(tmp_path, tile_size=0)
+    crf = tiny(tmp_path, tile_size=0, infer_crf=True)
+    for seg in (plain, crf):
+        monkeypatch.setattr(seg, "logits", lambda im: logits.clone())
+    (before,) = plain.predict([image])
+    (after,) = crf.predict([image])
+    assert before[:, :38].all() and not before[:, 38:].any()
+    expected = dense_crf(image, np.stack([1 - p_smoke, p_smoke]))
+    np.testing.assert_array_equal(after, expected.argmax(0).astype(np.uint8))
+    np.testing.assert_allclose(crf.predict_proba([image])[0], expected[1], atol=1e-6)
+    # the CRF snaps the smoke to the colour edge
+    assert after[:, :32].all() and not after[:, 34:].any()
+    assert "infer_crf" in type(crf).inference_params  # a trained network is reused

@@ -68,8 +68,8 @@ class TorchSegmenter(Segmenter):
     #: parameters that only affect inference or bookkeeping: a checkpoint stays valid, and the
     #: runner shares one trained network, when only they change
     inference_params: ClassVar[tuple[str, ...]] = ("tile_size", "tile_overlap", "infer_batch",
-                                                   "infer_scale", "val_every", "val_limit",
-                                                   "keep_checkpoints")
+                                                   "infer_scale", "infer_crf", "val_every",
+                                                   "val_limit", "keep_checkpoints")
     #: background and smoke
     num_classes: ClassVar[int] = 2
     #: input height and width are padded to a multiple of this before the forward pass
@@ -107,6 +107,10 @@ class TorchSegmenter(Segmenter):
                 before inference and the logits resized back to the image's size (1: the
                 working resolution); the middle of the training scale range makes objects look
                 as large as in training.
+            infer_crf: refine the softmax with the dense CRF at the image's size before the
+                argmax (DeepLab's post-processing, Chen et al. 2015/2017): `bench.dense_crf`
+                with its defaults, the kernels of the ``crf`` refiner, so the final stage sees
+                the full-resolution edges its CRF pseudo labels saw.
             tile_size: side of the sliding-window tiles at inference, in pixels of the resized
                 image (0: always one pass).
             tile_overlap: fraction of a tile shared with its neighbour.
@@ -136,6 +140,7 @@ class TorchSegmenter(Segmenter):
         crf_sigma_xy: float = 100.0
         crf_scale: float = 0.5
         infer_scale: float = 1.0
+        infer_crf: bool = False
         tile_size: int = 512
         tile_overlap: float = 0.25
         infer_batch: int = 4
@@ -571,13 +576,26 @@ class TorchSegmenter(Segmenter):
                                    align_corners=False)[0]
         return result.cpu()
 
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """Class probabilities (float32 CxHxW) of one image: the softmax of `logits`, refined
+        by the dense CRF with ``infer_crf``."""
+        probs = torch.softmax(self.logits(image), 0).numpy().astype(np.float32)
+        if self.params.infer_crf:
+            from bench.crf import dense_crf
+
+            probs = dense_crf(np.ascontiguousarray(image[..., :3], dtype=np.uint8), probs)
+        return probs
+
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """One uint8 label map (0 background, 1 smoke) per image, at the image's size."""
-        return [self.logits(im).argmax(0).numpy().astype(np.uint8) for im in images]
+        if not self.params.infer_crf:
+            return [self.logits(im).argmax(0).numpy().astype(np.uint8) for im in images]
+        return [self.probabilities(im).argmax(0).astype(np.uint8) for im in images]
 
     def predict_proba(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """The smoke probability (float32 HxW in [0, 1]) of every image."""
-        return [torch.softmax(self.logits(im), 0)[1].numpy() for im in images]
+        """The smoke probability (float32 HxW in [0, 1]) of every image (``infer_crf``: the
+        CRF's)."""
+        return [self.probabilities(im)[1] for im in images]
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path) -> None:
