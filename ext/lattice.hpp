@@ -30,6 +30,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "dispatch.hpp"
 #include "hash_table.hpp"
 #include "parallel.hpp"
 
@@ -309,6 +310,19 @@ class Lattice {
     static constexpr int kBatch = 64;
     static void embed_batch(const float *f, const double *scale, int32_t *rem0_out,
                             int32_t *rank_out, float *bary_out) {
+        if (use_avx2())
+            embed_batch_avx2(f, scale, rem0_out, rank_out, bary_out);
+        else
+            embed_batch_body(f, scale, rem0_out, rank_out, bary_out);
+    }
+    BL_TARGET_AVX2 static void embed_batch_avx2(const float *f, const double *scale,
+                                                int32_t *rem0_out, int32_t *rank_out,
+                                                float *bary_out) {
+        embed_batch_body(f, scale, rem0_out, rank_out, bary_out);
+    }
+    static BL_INLINE_BODY void embed_batch_body(const float *f, const double *scale,
+                                                int32_t *rem0_out, int32_t *rank_out,
+                                                float *bary_out) {
         constexpr int B = kBatch;
         alignas(64) double elevated[V][B], delta[V][B], rank[V][B], rem0[V][B], sum[B];
         for (int p = 0; p < B; ++p) sum[p] = 0;  // sum_cf of embed()

@@ -48,12 +48,12 @@ struct CrfParams {
 // within 2 ulp of the correctly rounded value, and exactly 1 at x = 0. Written without calls or
 // branches so that loops over it vectorise (libm's expf is a call per value): Cephes' expf,
 // exp(x) = 2^n exp(r) with n = round(x / ln 2) and a degree-7 polynomial for exp(r).
-inline float exp_approx(float x) {
-    x = std::min(std::max(x, -87.f), 88.f);
-    const float fx = x * 1.44269504088896341f + 0.5f;
-    float n = static_cast<float>(static_cast<int32_t>(fx));  // truncates towards zero
-    n -= n > fx ? 1.f : 0.f;  // floor (a select of constants: no branch)
-    float r = x - n * 0.693359375f;                          // ln 2 in two parts
+BL_INLINE_BODY float exp_approx(float x) {
+    x = x < -87.f ? -87.f : x;  // (not std::min/max: calls the AVX2 build may not inline)
+    x = x > 88.f ? 88.f : x;
+    // n = round(x / ln 2): adding and subtracting 1.5 * 2^23 rounds to an integer (|x| < 2^22)
+    const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+    float r = x - n * 0.693359375f;  // ln 2 in two parts: r in [-ln 2 / 2, ln 2 / 2]
     r = r - n * -2.12194440e-4f;
     float y = 1.9875691500e-4f;
     y = y * r + 1.3981999507e-3f;
@@ -68,6 +68,42 @@ inline float exp_approx(float x) {
     return y * scale;
 }
 
+// The K = 2 case of softmax_range, in loops the compiler vectorises (one exp per pixel).
+BL_INLINE_BODY void softmax2_pixel(float x0, float x1, float &q0, float &q1) {
+    // The larger of x0, x1 gets exp(0) = 1 (exactly, also from exp_approx) and the other
+    // exp(-|x0 - x1|): the same values as the general loop of softmax_range.
+    const float e = exp_approx(x0 >= x1 ? x1 - x0 : x0 - x1);
+    const float inv = 1.f / (1.f + e);
+    const float small = e * inv;
+    q0 = x0 >= x1 ? inv : small;
+    q1 = x0 >= x1 ? small : inv;
+}
+BL_INLINE_BODY void softmax2_body(const float *unary, const float *msg, const float *total,
+                                  float *q, int64_t n, int64_t lo, int64_t hi) {
+    const float *u0 = unary + lo, *u1 = unary + n + lo;
+    float *q0 = q + lo, *q1 = q + n + lo;
+    const int64_t count = hi - lo;
+    if (msg) {
+        const float *t = total + lo;
+        for (int64_t i = 0; i < count; ++i)
+            softmax2_pixel(-u0[i] + msg[i], -u1[i] + (t[i] - msg[i]), q0[i], q1[i]);
+    } else {
+        for (int64_t i = 0; i < count; ++i) softmax2_pixel(-u0[i], -u1[i], q0[i], q1[i]);
+    }
+}
+BL_TARGET_AVX2 inline void softmax2_avx2(const float *unary, const float *msg,
+                                         const float *total, float *q, int64_t n, int64_t lo,
+                                         int64_t hi) {
+    softmax2_body(unary, msg, total, q, n, lo, hi);
+}
+inline void softmax2(const float *unary, const float *msg, const float *total, float *q,
+                     int64_t n, int64_t lo, int64_t hi) {
+    if (use_avx2())
+        softmax2_avx2(unary, msg, total, q, n, lo, hi);
+    else
+        softmax2_body(unary, msg, total, q, n, lo, hi);
+}
+
 // q[k*n + i] for i in [lo, hi) <- softmax over k of (-unary[k*n + i] + m_k(i)). Without `msg`,
 // m = 0. With it, m_k(i) = msg[k*msg_stride + i - lo] for k < K-1 and the last label's message
 // is total[i] - sum_{k<K-1} m_k(i): Q sums to one, so K~ Q_last = K~ 1 - sum_{k<K-1} K~ Q_k.
@@ -75,26 +111,8 @@ template <int KC>
 void softmax_range(const float *unary, const float *msg, int64_t msg_stride, const float *total,
                    float *q, int channels, int64_t n, int64_t lo, int64_t hi) {
     const int K = KC > 0 ? KC : channels;
-    if (K == 2) {  // the common case, in loops the compiler vectorises
-        // The larger of x0, x1 gets exp(0) = 1 (exactly, also from exp_approx) and the other
-        // exp(-|x0 - x1|): one exp per pixel; the same values as the general loop below.
-        const float *u0 = unary + lo, *u1 = unary + n + lo;
-        float *q0 = q + lo, *q1 = q + n + lo;
-        const int64_t count = hi - lo;
-        auto update = [&](int64_t i, float x0, float x1) {
-            const float e = exp_approx(x0 >= x1 ? x1 - x0 : x0 - x1);
-            const float inv = 1.f / (1.f + e);
-            const float small = e * inv;
-            q0[i] = x0 >= x1 ? inv : small;
-            q1[i] = x0 >= x1 ? small : inv;
-        };
-        if (msg) {
-            const float *t = total + lo;
-            for (int64_t i = 0; i < count; ++i)
-                update(i, -u0[i] + msg[i], -u1[i] + (t[i] - msg[i]));
-        } else {
-            for (int64_t i = 0; i < count; ++i) update(i, -u0[i], -u1[i]);
-        }
+    if (K == 2) {
+        softmax2(unary, msg, total, q, n, lo, hi);
         return;
     }
     std::vector<float> x(static_cast<size_t>(K));

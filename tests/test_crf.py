@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from bench.crf import dense_crf
+from bench.crf import bilateral_filter, dense_crf
 from bench.errors import ConfigError
 from bench.sample import Sample
 
@@ -153,6 +154,38 @@ def test_threads_and_the_kept_gaussian_kernel_do_not_change_results(labels: int)
         runs += [dense_crf(image, probs, num_threads=t) for t in (1, 2)]  # reuse it
     for run in runs[1:]:
         np.testing.assert_array_equal(run, runs[0])
+
+
+_BASELINE_BUILD_SCRIPT = """
+import sys
+import numpy as np
+from bench.crf import bilateral_filter, dense_crf
+data = np.load(sys.argv[1])
+image, probs, three = data["image"], data["probs"], data["three"]
+np.savez(sys.argv[2], two=dense_crf(image, probs, num_threads=2),
+         three=dense_crf(image, three, iterations=3, num_threads=1),
+         filtered=bilateral_filter(image, probs, 20.0, 10.0))
+"""
+
+
+def test_baseline_and_avx2_builds_agree_exactly(tmp_path: Path) -> None:
+    """BENCH_NO_AVX2=1 forces the baseline x86-64 build of the vectorised loops: same bits."""
+    import subprocess
+
+    image, mask = smoke_scene(5, 120, 90)
+    cam = blurred_cam(mask, 5)
+    probs = np.stack([1 - cam, cam])
+    three = np.stack([0.6 * (1 - cam), cam, 0.4 * (1 - cam)])
+    np.savez(tmp_path / "in.npz", image=image, probs=probs, three=three)
+    env = {**os.environ, "BENCH_NO_AVX2": "1"}
+    subprocess.run([sys.executable, "-c", _BASELINE_BUILD_SCRIPT, str(tmp_path / "in.npz"),
+                    str(tmp_path / "out.npz")], check=True, env=env)
+    baseline = np.load(tmp_path / "out.npz")
+    np.testing.assert_array_equal(baseline["two"], dense_crf(image, probs, num_threads=2))
+    np.testing.assert_array_equal(baseline["three"],
+                                  dense_crf(image, three, iterations=3, num_threads=1))
+    np.testing.assert_array_equal(baseline["filtered"],
+                                  bilateral_filter(image, probs, 20.0, 10.0))
 
 
 def test_kept_gaussian_kernels_are_bounded() -> None:
