@@ -43,8 +43,8 @@ cache) and not of the trained state's (`inference_params`: one training serves e
 
 What they buy and cost (``benchmarks/test_bench_cam.py``, 8 images, 1 CPU thread of an
 AVX512-BF16 CPU, against the plain float32 forward of the same network, best rounds in turn,
-two runs): float32 CAMs run at 0.85-1.13x its throughput; ``autocast=bfloat16`` runs ResNet-50
-at 512 px 2.2-2.8x, ViT-S/16 at 224 px 1.4-2.0x and EfficientNet-Lite0 at 512 px 2.1-2.9x as
+three runs): float32 CAMs run at 0.85-1.13x its throughput; ``autocast=bfloat16`` runs ResNet-50
+at 512 px 2.2-2.8x, ViT-S/16 at 224 px 1.4-2.0x and EfficientNet-Lite0 at 512 px 2.1-3.1x as
 fast as it, the CNNs only channels-last (NCHW: 1.2-1.7x; in float32, NCHW CNNs run at
 0.77-0.96x: ``auto`` keeps channels-last). float16 keeps maps within 1e-2 of float32
 (``tests/test_cam_precision.py``, tiny random ResNet-18 and ViT-Ti: max 0.003). bfloat16 keeps
