@@ -36,6 +36,22 @@ NOT_COMPUTATION = frozenset(_BENCH_DIR / name for name in (
     "__init__.py", "plugins.py", "registry.py", "source_scan.py", "progress.py", "errors.py"))
 
 
+#: ``bench`` modules compiled from ``ext/`` (C++): a plugin whose code imports one depends on
+#: the built library's bytes, so rebuilding it with other code recomputes that plugin's stages
+EXTENSIONS = ("_bilateral",)
+
+
+@cache
+def extension_file(name: str) -> Path | None:
+    """The built library of the compiled module ``bench.<name>`` (None if it is not built),
+    found without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(f"bench.{name}")
+    origin = getattr(spec, "origin", None)
+    return Path(origin).resolve() if origin and Path(origin).is_file() else None
+
+
 def _is_bench(path: Path) -> bool:
     return _BENCH_DIR in path.parents
 
@@ -68,6 +84,8 @@ def _bench_module_path(dotted: str) -> Path | None:
         exported = bench._EXPORTS.get(parts[1])
         if exported is not None:
             parts = exported.split(".")
+    if len(parts) == 2 and parts[1] in EXTENSIONS:
+        return extension_file(parts[1])
     base = _BENCH_DIR.joinpath(*parts[1:])
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
@@ -114,6 +132,8 @@ def _bench_imports(path: Path, seen: set[Path] | None = None) -> set[Path]:
     """
     seen = set() if seen is None else seen
     seen.add(path)
+    if path.suffix != ".py":  # a compiled extension imports nothing we follow
+        return set()
     package = path.relative_to(_BENCH_DIR.parent).with_suffix("").parts
     package = package if path.name == "__init__.py" else package[:-1]
     out = set()
@@ -161,6 +181,12 @@ def source_files(cls: type, plugin_folders: tuple[Path, ...] = ()) -> list[Path]
             local = _local_module(name, level, path, plugin_folders)
             if local is not None:
                 plugin_side.append(local)
+    # a compiled extension counts wherever a counted file imports it, however deep
+    for path in [f for f in files if f.suffix == ".py"]:
+        for name, _level in _imports(path):
+            ext = name[len("bench."):] if name.startswith("bench.") else ""
+            if ext in EXTENSIONS and (built := extension_file(ext)) is not None:
+                files.add(built)
     return sorted(files - NOT_COMPUTATION)
 
 

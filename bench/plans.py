@@ -150,18 +150,22 @@ def code_folders(include: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
 
 
 def tree_digest(include: Iterable[str | os.PathLike[str]] = ()) -> str:
-    """A digest of every ``.py`` file plans depend on (`code_folders`), with the harness
-    version; file contents are memoised by size and mtime (`bench.code_digest.file_digest`),
-    so an unchanged tree costs a ``stat`` per file."""
+    """A digest of every ``.py`` file plans depend on (`code_folders`) and of the compiled
+    extensions' built libraries, with the harness version; file contents are memoised by size
+    and mtime (`bench.code_digest.file_digest`), so an unchanged tree costs a ``stat`` per
+    file."""
     import hashlib
 
     from bench import __version__
-    from bench.code_digest import folder_digest
+    from bench.code_digest import EXTENSIONS, extension_file, file_digest, folder_digest
 
     h = hashlib.sha256(f"bench {__version__}\n".encode())
     for folder in code_folders(include):
         h.update(f"{folder.name}:{folder_digest(folder) if folder.is_dir() else '-'}\n"
                  .encode())
+    for name in EXTENSIONS:  # the compiled modules' code is in their built library
+        built = extension_file(name)
+        h.update(f"{name}:{file_digest(built) if built else '-'}\n".encode())
     return h.hexdigest()[:16]
 
 

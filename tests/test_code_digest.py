@@ -127,5 +127,31 @@ def test_source_files_cover_the_plugin_its_bases_and_helpers() -> None:
     assert not names & {"bench/plugins.py", "bench/registry.py", "bench/__init__.py"}
     # a subpackage's __init__ stands for the modules it re-exports
     seg = {p.relative_to(methods.parent).as_posix()
-           for p in source_files(METHODS.get("deeplabv3plus").cls, (methods,))}
+           for p in source_files(METHODS.get("deeplabv3plus").cls, (methods,))
+           if methods.parent in p.parents}
     assert "bench/metrics/areas.py" in seg
+
+
+def test_the_compiled_extension_counts_for_the_plugins_that_call_it() -> None:
+    from bench.code_digest import extension_file
+    from bench.plugins import METHODS, discover
+
+    discover()
+    built = extension_file("_bilateral")
+    assert built is not None and built.suffix in (".so", ".pyd")
+    for name in ("crf", "affinity", "deeplabv3plus"):  # deeplabv3plus: infer_crf, crf loss
+        assert built in source_files(METHODS.get(name).cls), name
+    assert built not in source_files(METHODS.get("effnet").cls)
+
+
+def test_plans_go_stale_when_the_compiled_extension_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.code_digest as cd
+    from bench.plans import tree_digest
+
+    fake = tmp_path / "_bilateral.so"
+    fake.write_bytes(b"one build")
+    monkeypatch.setattr(cd, "extension_file", lambda name: fake)
+    before = tree_digest()
+    fake.write_bytes(b"another build")
+    assert tree_digest() != before
