@@ -57,7 +57,9 @@ def dense_crf(image: npt.NDArray[np.uint8], unary: npt.NDArray[np.float32], gaus
               num_threads: int = 0) -> npt.NDArray[np.float32]:
     """Mean-field dense CRF (Potts); unary (K, H, W) energies -log p; returns (K, H, W)."""
 def clear_cache() -> None:
-    """Forget the Gaussian-kernel lattices dense_crf keeps for its next calls."""
+    """Forget the Gaussian-kernel lattices dense_crf keeps, and free the recycled buffers."""
+def pool_bytes() -> int:
+    """Bytes of recycled buffers held for the next calls (at most 64 MiB)."""
 def cache_size() -> int:
     """Number of Gaussian-kernel lattices dense_crf keeps (by grid size, sxy and weight)."""
 def hardware_threads() -> int:

@@ -33,6 +33,7 @@
 #include "dispatch.hpp"
 #include "hash_table.hpp"
 #include "parallel.hpp"
+#include "pool.hpp"
 
 namespace bl {
 
@@ -120,7 +121,7 @@ class Lattice {
     template <class T>
     struct Buffers {
         int K = 0;
-        std::vector<T> sum, extra, scratch, transposed;
+        PoolArray<T> sum, extra, scratch, transposed;  // recycled across calls (pool.hpp)
     };
 
     // Sizes `buf` for K channels and zeroes what the splat adds to.
@@ -181,7 +182,7 @@ class Lattice {
         const int K = KC > 0 ? KC : buf.K;
         const int blocks = splat_blocks();
         const size_t rows = static_cast<size_t>(m_ + 1);
-        std::vector<T> &a = buf.sum, &b = buf.scratch, &c = buf.transposed;
+        PoolArray<T> &a = buf.sum, &b = buf.scratch, &c = buf.transposed;
         if (blocks > 1) {
             parallel_for(m_, threads, [&](int64_t lo, int64_t hi) {
                 for (int64_t blk = 1; blk < blocks; ++blk) {
@@ -394,8 +395,8 @@ class Lattice {
     template <class Feature>
     void build(Feature &feature, int threads) {
         // Left uninitialised (every entry is written below, in parallel: first touch).
-        offset_.reset(new int32_t[static_cast<size_t>(n_ * V)]);
-        weight_.reset(new float[static_cast<size_t>(n_ * V)]);
+        offset_.resize(static_cast<size_t>(n_ * V));
+        weight_.resize(static_cast<size_t>(n_ * V));
         double scale[D];
         const double inv_std = V * std::sqrt(2.0 / 3.0);
         for (int i = 0; i < D; ++i) scale[i] = inv_std / std::sqrt((i + 1.0) * (i + 2.0));
@@ -544,8 +545,8 @@ class Lattice {
 
     int64_t n_ = 0;  // pixels
     int64_t m_ = 0;  // lattice points
-    std::unique_ptr<int32_t[]> offset_;  // n*V: lattice point of each simplex vertex
-    std::unique_ptr<float[]> weight_;    // n*V: barycentric weights
+    PoolArray<int32_t> offset_;  // n*V: lattice point of each simplex vertex
+    PoolArray<float> weight_;    // n*V: barycentric weights
     std::vector<int32_t> nbr_;           // V*m*2: blur neighbours per direction
 };
 

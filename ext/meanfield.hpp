@@ -260,7 +260,7 @@ struct CrfKernel {
     float weight = 0.f;
     typename Lattice<D>::template Buffers<float> blurred, next;
     std::unique_ptr<Lattice<D>> owned_lattice;
-    std::vector<float> owned_norm;
+    PoolArray<float> owned_norm;
     std::shared_ptr<const GridKernel> grid;  // keeps a cached kernel alive
 
     explicit operator bool() const { return lattice != nullptr; }
@@ -301,7 +301,7 @@ void dense_crf_passes(CrfKernel<2> &gauss, CrfKernel<5> &bilateral, const float 
     const int filtered = K - 1;  // channels splatted and sliced (see softmax_range)
     const float *const kNoScale = nullptr;
     const std::vector<float> ones(static_cast<size_t>(kStep), 1.f);
-    std::vector<float> total(static_cast<size_t>(n));
+    PoolArray<float> total(static_cast<size_t>(n));
     auto each = [&](auto &&fn) {  // fn(kernel) for each kernel in use, Gaussian first
         if (gauss) fn(gauss);
         if (bilateral) fn(bilateral);

@@ -272,8 +272,14 @@ NB_MODULE(_bilateral, m) {
           "num_threads"_a = 0,
           "Mean-field inference of a dense CRF (Potts); unary (K, H, W) float32 energies "
           "(-log p); returns (K, H, W) float32 probabilities.");
-    m.def("clear_cache", [] { bl::GridCache::instance().clear(); },
-          "Forget the Gaussian-kernel lattices dense_crf keeps for its next calls.");
+    m.def("clear_cache", [] {
+              bl::GridCache::instance().clear();
+              bl::BufferPool::instance().clear();
+          },
+          "Forget the Gaussian-kernel lattices dense_crf keeps for its next calls, and free "
+          "the recycled buffers.");
+    m.def("pool_bytes", [] { return bl::BufferPool::instance().held_bytes(); },
+          "Bytes of recycled buffers held for the next calls (at most 64 MiB).");
     m.def("cache_size", [] { return bl::GridCache::instance().size(); },
           "Number of Gaussian-kernel lattices dense_crf keeps (by grid size, sxy, weight).");
     m.def("hardware_threads", &bl::hardware_threads, "Number of hardware threads.");

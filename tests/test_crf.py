@@ -188,7 +188,7 @@ def test_baseline_and_avx2_builds_agree_exactly(tmp_path: Path) -> None:
                                   bilateral_filter(image, probs, 20.0, 10.0))
 
 
-def test_kept_gaussian_kernels_are_bounded() -> None:
+def test_kept_gaussian_kernels_and_recycled_buffers_are_bounded() -> None:
     from bench import _bilateral
 
     image, mask = smoke_scene(4, 40, 40)
@@ -200,8 +200,9 @@ def test_kept_gaussian_kernels_are_bounded() -> None:
     dense_crf(image, probs, gauss_weight=0)  # no Gaussian kernel: nothing kept
     dense_crf(image, probs, iterations=0)
     assert _bilateral.cache_size() == 4
+    assert 0 < _bilateral.pool_bytes() <= 64 << 20  # recycled buffers, bounded
     _bilateral.clear_cache()
-    assert _bilateral.cache_size() == 0
+    assert _bilateral.cache_size() == 0 and _bilateral.pool_bytes() == 0
 
 
 def numpy_mean_field(image: np.ndarray, probs: np.ndarray, iterations: int = 10,
