@@ -200,7 +200,9 @@ def test_kept_gaussian_kernels_and_recycled_buffers_are_bounded() -> None:
     dense_crf(image, probs, gauss_weight=0)  # no Gaussian kernel: nothing kept
     dense_crf(image, probs, iterations=0)
     assert _bilateral.cache_size() == 4
-    assert 0 < _bilateral.pool_bytes() <= 64 << 20  # recycled buffers, bounded
+    big, big_mask = smoke_scene(4, 200, 200)  # arrays over 64 KiB: recycled, bounded
+    dense_crf(big, np.stack([1 - blurred_cam(big_mask, 4), blurred_cam(big_mask, 4)]))
+    assert 0 < _bilateral.pool_bytes() <= 64 << 20
     _bilateral.clear_cache()
     assert _bilateral.cache_size() == 0 and _bilateral.pool_bytes() == 0
 
