@@ -467,3 +467,10 @@ def test_infer_crf_is_the_dense_crf_of_the_softmax_before_the_argmax(tmp_path: P
     # the CRF snaps the smoke to the colour edge
     assert after[:, :32].all() and not after[:, 34:].any()
     assert "infer_crf" in type(crf).inference_params  # a trained network is reused
+
+
+def test_inference_builds_no_autograd_graph(tmp_path: Path) -> None:
+    seg = tiny(tmp_path, tile_size=0)
+    seg.model = seg.build_model(pretrained=False)
+    assert not seg.logits(np.zeros((16, 16, 3), np.uint8)).requires_grad
+    assert seg.predict_proba([np.zeros((16, 16, 3), np.uint8)])[0].shape == (16, 16)

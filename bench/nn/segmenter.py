@@ -518,12 +518,12 @@ class TorchSegmenter(Segmenter):
             raise RuntimeError(f"{type(self).__name__}: call fit() or load() before predict()")
         return self.model
 
-    @torch.no_grad()
     def work_scale(self, height: int, width: int) -> float:
         """The factor that brings an image's long side to ``work_size`` (1 when it is 0)."""
         size = self.params.work_size
         return size / max(height, width) if size > 0 else 1.0
 
+    @torch.no_grad()
     def logits(self, image: np.ndarray) -> torch.Tensor:
         """Float32 ``C x H x W`` logits of one uint8 HxWx3 image at its native size (CPU).
 
