@@ -65,6 +65,22 @@ struct Accumulator<T, 0> {
     }
 };
 
+// Column and row of pixel i of a row-major grid w pixels wide, without an integer division
+// per pixel (the lattice features of an image are computed for every pixel): (i + 0.5) / w in
+// double precision is at least 0.5 / w away from the next integer, so truncating it gives the
+// row unless w is in the millions; a compare on each side makes it exact for any w.
+struct PixelGrid {
+    explicit PixelGrid(int64_t width) : w(width), inv_w(1.0 / static_cast<double>(width)) {}
+    void xy(int64_t i, int64_t &x, int64_t &y) const {
+        y = static_cast<int64_t>((static_cast<double>(i) + 0.5) * inv_w);
+        y -= y * w > i;
+        y += (y + 1) * w <= i;
+        x = i - y * w;
+    }
+    int64_t w;
+    double inv_w;
+};
+
 template <int D>
 class Lattice {
   public:
@@ -310,20 +326,20 @@ class Lattice {
     // in magnitude (the caller replaces others).
     static constexpr int kBatch = 64;
     static void embed_batch(const float *f, const double *scale, int32_t *rem0_out,
-                            int32_t *rank_out, float *bary_out) {
+                            int32_t *rank_out, int32_t *mask_out, float *bary_out) {
         if (use_avx2())
-            embed_batch_avx2(f, scale, rem0_out, rank_out, bary_out);
+            embed_batch_avx2(f, scale, rem0_out, rank_out, mask_out, bary_out);
         else
-            embed_batch_body(f, scale, rem0_out, rank_out, bary_out);
+            embed_batch_body(f, scale, rem0_out, rank_out, mask_out, bary_out);
     }
     BL_TARGET_AVX2 static void embed_batch_avx2(const float *f, const double *scale,
                                                 int32_t *rem0_out, int32_t *rank_out,
-                                                float *bary_out) {
-        embed_batch_body(f, scale, rem0_out, rank_out, bary_out);
+                                                int32_t *mask_out, float *bary_out) {
+        embed_batch_body(f, scale, rem0_out, rank_out, mask_out, bary_out);
     }
     static BL_INLINE_BODY void embed_batch_body(const float *f, const double *scale,
                                                 int32_t *rem0_out, int32_t *rank_out,
-                                                float *bary_out) {
+                                                int32_t *mask_out, float *bary_out) {
         constexpr int B = kBatch;
         alignas(64) double elevated[V][B], delta[V][B], rank[V][B], rem0[V][B], sum[B];
         for (int p = 0; p < B; ++p) sum[p] = 0;  // sum_cf of embed()
@@ -379,10 +395,21 @@ class Lattice {
                 by_rank[k][p] = v;
             }
         }
+        // Vertex r's mask (see build()): the coordinates ranked above D - r, as a sum of
+        // distinct powers of two (exact).
+        alignas(64) double masks[V][B];
+        for (int r = 0; r <= D; ++r) {
+            for (int p = 0; p < B; ++p) {
+                double bits = 0;
+                for (int i = 0; i <= D; ++i) bits += rank[i][p] > D - r ? double(1 << i) : 0.0;
+                masks[r][p] = bits;
+            }
+        }
         for (int p = 0; p < B; ++p) {
             for (int i = 0; i <= D; ++i) {
                 rem0_out[p * V + i] = static_cast<int32_t>(rem0[i][p]);
                 rank_out[p * V + i] = static_cast<int32_t>(rank[i][p]);
+                mask_out[p * V + i] = static_cast<int32_t>(masks[i][p]);
             }
             bary_out[p * V] =
                 static_cast<float>(by_rank[D][p] + (1.0 + (0.0 - by_rank[0][p])));
@@ -422,7 +449,7 @@ class Lattice {
             std::vector<int32_t> around;  // kMasks vertex indices per centre, -1: not yet
             float f[D] = {};
             alignas(64) float batch_f[D * kBatch], batch_bary[V * kBatch];
-            int32_t batch_rem0[V * kBatch], batch_rank[V * kBatch];
+            int32_t batch_rem0[V * kBatch], batch_rank[V * kBatch], batch_mask[V * kBatch];
             bool batch_ok[kBatch];
             int32_t prev_rem0[D], key[D];
             int32_t *known = nullptr;     // `around` row of the current centre
@@ -436,7 +463,7 @@ class Lattice {
                     if (p < count && !finite) bad = true;  // reported after the loop
                     for (int d = 0; d < D; ++d) batch_f[d * kBatch + p] = finite ? f[d] : 0.f;
                 }
-                embed_batch(batch_f, scale, batch_rem0, batch_rank, batch_bary);
+                embed_batch(batch_f, scale, batch_rem0, batch_rank, batch_mask, batch_bary);
                 for (int p = 0; p < count; ++p) {
                     const int64_t i = start + p;
                     int32_t *off = &offset_[static_cast<size_t>(i * V)];
@@ -459,12 +486,9 @@ class Lattice {
                         known = &around[centre * kMasks];
                         for (int d = 0; d < D; ++d) prev_rem0[d] = rem0[d];
                     }
-                    int32_t by_rank[V];  // coordinate of each rank
-                    for (int d = 0; d <= D; ++d) by_rank[rank[d]] = d;
-                    int mask = 0;  // coordinates ranked above D - r
+                    const int32_t *masks = &batch_mask[p * V];
                     for (int r = 0; r <= D; ++r) {
-                        if (r > 0) mask |= 1 << by_rank[D - r + 1];
-                        int32_t &vertex = known[mask];
+                        int32_t &vertex = known[masks[r]];
                         if (vertex < 0) {
                             for (int d = 0; d < D; ++d)
                                 key[d] = rem0[d] + (rank[d] <= D - r ? r : r - V);

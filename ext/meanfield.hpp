@@ -170,9 +170,12 @@ inline std::shared_ptr<const GridKernel> build_grid_kernel(int64_t h, int64_t w,
     kernel->weight = weight;
     const int64_t n = h * w;
     const float inv = 1.f / sxy;
+    const PixelGrid grid(w);
     kernel->lattice = std::make_unique<Lattice<2>>(n, [&](int64_t i, float *f) {
-        f[0] = static_cast<float>(i % w) * inv;
-        f[1] = static_cast<float>(i / w) * inv;
+        int64_t x, y;
+        grid.xy(i, x, y);
+        f[0] = static_cast<float>(x) * inv;
+        f[1] = static_cast<float>(y) * inv;
     }, threads);
     kernel->norm.assign(static_cast<size_t>(n), 1.f);
     kernel->lattice->filter(kernel->norm.data(), kernel->norm.data(), 1, threads);
@@ -405,10 +408,13 @@ inline void dense_crf(const uint8_t *image, int64_t h, int64_t w, const float *u
     }
     if (p.iterations > 0 && p.bilateral_weight != 0.f) {
         const float inv_xy = 1.f / p.bilateral_sxy, inv_rgb = 1.f / p.bilateral_srgb;
+        const PixelGrid grid(w);
         bilateral.owned_lattice = std::make_unique<Lattice<5>>(n, [&](int64_t i, float *f) {
             const uint8_t *px = image + 3 * i;
-            f[0] = static_cast<float>(i % w) * inv_xy;
-            f[1] = static_cast<float>(i / w) * inv_xy;
+            int64_t x, y;
+            grid.xy(i, x, y);
+            f[0] = static_cast<float>(x) * inv_xy;
+            f[1] = static_cast<float>(y) * inv_xy;
             f[2] = px[0] * inv_rgb;
             f[3] = px[1] * inv_rgb;
             f[4] = px[2] * inv_rgb;

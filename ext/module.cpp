@@ -78,10 +78,13 @@ std::unique_ptr<LatticeOf<5>> image_lattice(const uint8_t *image, int64_t h, int
                                             double sigma_xy, double sigma_rgb, int threads) {
     const float inv_xy = static_cast<float>(1.0 / sigma_xy);
     const float inv_rgb = static_cast<float>(1.0 / sigma_rgb);
+    const bl::PixelGrid grid(w);
     return std::make_unique<LatticeOf<5>>(h * w, [=](int64_t i, float *f) {
         const uint8_t *px = image + 3 * i;
-        f[0] = static_cast<float>(i % w) * inv_xy;
-        f[1] = static_cast<float>(i / w) * inv_xy;
+        int64_t x, y;
+        grid.xy(i, x, y);
+        f[0] = static_cast<float>(x) * inv_xy;
+        f[1] = static_cast<float>(y) * inv_xy;
         f[2] = px[0] * inv_rgb;
         f[3] = px[1] * inv_rgb;
         f[4] = px[2] * inv_rgb;
@@ -113,9 +116,12 @@ class PyLattice {
         const int threads = threads_or_default(num_threads);
         const float inv = static_cast<float>(1.0 / sigma_xy);
         nb::gil_scoped_release release;
+        const bl::PixelGrid grid(width);
         return PyLattice(std::make_unique<LatticeOf<2>>(height * width, [=](int64_t i, float *f) {
-            f[0] = static_cast<float>(i % width) * inv;
-            f[1] = static_cast<float>(i / width) * inv;
+            int64_t x, y;
+            grid.xy(i, x, y);
+            f[0] = static_cast<float>(x) * inv;
+            f[1] = static_cast<float>(y) * inv;
         }, threads));
     }
 
