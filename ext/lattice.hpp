@@ -152,9 +152,11 @@ class Lattice {
         parallel_for(static_cast<int64_t>(size), threads, [&](int64_t lo, int64_t hi) {
             std::fill(buf.sum.begin() + lo, buf.sum.begin() + hi, T(0));
         }, 32768);
-        parallel_for(static_cast<int64_t>(buf.extra.size()), threads, [&](int64_t lo, int64_t hi) {
-            std::fill(buf.extra.begin() + lo, buf.extra.begin() + hi, T(0));
-        }, 32768);
+        // Each further block's buffer is read only where that block splats (blur()).
+        run_tasks(splat_blocks() - 1, threads, [&](int64_t b) {
+            T *extra = buf.extra.data() + b * size;
+            std::fill(extra + block_lo_[b + 1] * K, extra + block_hi_[b + 1] * K, T(0));
+        });
     }
 
     // Number of pixel blocks that splat into separate buffers, and block `blk`'s pixels
@@ -199,11 +201,13 @@ class Lattice {
         const int blocks = splat_blocks();
         const size_t rows = static_cast<size_t>(m_ + 1);
         PoolArray<T> &a = buf.sum, &b = buf.scratch, &c = buf.transposed;
-        if (blocks > 1) {
+        if (blocks > 1) {  // add each block's buffer, in block order, where it splatted
             parallel_for(m_, threads, [&](int64_t lo, int64_t hi) {
                 for (int64_t blk = 1; blk < blocks; ++blk) {
                     const T *src = buf.extra.data() + (blk - 1) * rows * K;
-                    for (int64_t q = lo * K; q < hi * K; ++q) a[static_cast<size_t>(q)] += src[q];
+                    const int64_t from = std::max<int64_t>(lo, block_lo_[blk]) * K;
+                    const int64_t to = std::min<int64_t>(hi, block_hi_[blk]) * K;
+                    for (int64_t q = from; q < to; ++q) a[static_cast<size_t>(q)] += src[q];
                 }
             }, 8192);
         }
@@ -524,6 +528,27 @@ class Lattice {
         }
         m_ = static_cast<int64_t>(table.size());
 
+        // The lattice points each splat block reaches: [block_lo_, block_hi_). Vertices are
+        // numbered in order of first use, so on a pixel grid a block of rows reaches about
+        // 1/blocks of them and clear() / blur() skip the rest of its buffer (adding zeros
+        // changes nothing). Small lattices (every block reaches almost all points) skip this.
+        const int blocks = splat_blocks();
+        block_lo_.assign(static_cast<size_t>(blocks), 0);
+        block_hi_.assign(static_cast<size_t>(blocks), static_cast<int32_t>(m_));
+        if (m_ >= 16384 && blocks > 1) {
+            run_tasks(blocks, threads, [&](int64_t blk) {
+                int64_t lo, hi;
+                block_bounds(static_cast<int>(blk), lo, hi);
+                int32_t first = static_cast<int32_t>(m_), last = -1;
+                for (int64_t e = lo * V; e < hi * V; ++e) {
+                    first = std::min(first, offset_[static_cast<size_t>(e)]);
+                    last = std::max(last, offset_[static_cast<size_t>(e)]);
+                }
+                block_lo_[static_cast<size_t>(blk)] = std::min(first, last + 1);
+                block_hi_[static_cast<size_t>(blk)] = last + 1;
+            });
+        }
+
         // 3. Blur neighbours along each of the D+1 lattice directions (m_ = missing: a zero row).
         nbr_.resize(static_cast<size_t>(V * m_ * 2));
         parallel_for(m_, threads, [&](int64_t lo, int64_t hi) {
@@ -572,6 +597,7 @@ class Lattice {
     PoolArray<int32_t> offset_;  // n*V: lattice point of each simplex vertex
     PoolArray<float> weight_;    // n*V: barycentric weights
     std::vector<int32_t> nbr_;           // V*m*2: blur neighbours per direction
+    std::vector<int32_t> block_lo_, block_hi_;  // per splat block: the points it reaches
 };
 
 }  // namespace bl

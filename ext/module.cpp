@@ -5,9 +5,11 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -16,6 +18,7 @@
 #include "lattice.hpp"
 #include "meanfield.hpp"
 #include "parallel.hpp"
+#include "pool.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -27,14 +30,26 @@ using Input = nb::ndarray<const T, nb::c_contig, nb::device::cpu>;
 template <class T>
 using Output = nb::ndarray<nb::numpy, T>;
 
-// A new C-contiguous NumPy array that owns its buffer.
+// A new C-contiguous NumPy array that owns its buffer. Large buffers come from the recycling
+// pool (ext/pool.hpp) and go back to it when the array is freed: a CRF refiner's output of one
+// call is usually gone before the next. The block starts with its capacity (kHeader bytes, so
+// the data stay 64-byte aligned).
 template <class T>
 Output<T> new_array(const std::vector<size_t> &shape) {
+    constexpr size_t kHeader = 64;
     size_t size = 1;
     for (size_t s : shape) size *= s;
-    T *data = new T[size == 0 ? 1 : size];
-    nb::capsule owner(data, [](void *p) noexcept { delete[] static_cast<T *>(p); });
-    return Output<T>(data, shape.size(), shape.data(), owner);
+    size_t capacity = 0;
+    char *block = static_cast<char *>(
+        bl::BufferPool::instance().acquire(kHeader + std::max<size_t>(size, 1) * sizeof(T),
+                                           capacity));
+    std::memcpy(block, &capacity, sizeof capacity);
+    nb::capsule owner(block, [](void *p) noexcept {
+        size_t held;
+        std::memcpy(&held, p, sizeof held);
+        bl::BufferPool::instance().release(p, held);
+    });
+    return Output<T>(reinterpret_cast<T *>(block + kHeader), shape.size(), shape.data(), owner);
 }
 
 void require(bool ok, const std::string &message) {
