@@ -137,7 +137,7 @@ class Lattice {
     template <class T>
     struct Buffers {
         int K = 0;
-        PoolArray<T> sum, extra, scratch, transposed;  // recycled across calls (pool.hpp)
+        PoolArray<T> sum, extra, scratch, transposed, transposed_scratch;  // pool.hpp
     };
 
     // Sizes `buf` for K channels and zeroes what the splat adds to.
@@ -215,28 +215,55 @@ class Lattice {
         // and with its transpose F^T = B_D .. B_0, from the same splatted values; the slice
         // takes their mean, so the filter S^T (F + F^T) / 2 S is an exactly symmetric matrix.
         // Row m_ (a missing neighbour) must read as zero: never written by the passes, zeroed
-        // by clear() in `sum`, copied into `transposed`, and zeroed here in `scratch`.
+        // by clear() in `sum`, copied into `transposed`, and zeroed here in the scratches.
         std::copy(a.begin(), a.end(), c.begin());
-        for (int k = 0; k < K; ++k) b[static_cast<size_t>(m_) * K + k] = T(0);
-        auto blur_pass = [&](const T *src, T *dst, int j) {
-            const int32_t *nb = &nbr_[static_cast<size_t>(j * m_ * 2)];
-            parallel_for(m_, threads, [&](int64_t lo, int64_t hi) {
-                for (int64_t p = lo; p < hi; ++p) {
-                    const T *mid = src + p * K;
-                    const T *x = src + static_cast<int64_t>(nb[2 * p]) * K;
-                    const T *y = src + static_cast<int64_t>(nb[2 * p + 1]) * K;
-                    T *o = dst + p * K;
-                    for (int k = 0; k < K; ++k) o[k] = T(0.5) * mid[k] + T(0.25) * (x[k] + y[k]);
-                }
-            }, 8192);
-        };
-        for (int j = 0; j <= D; ++j) {
-            blur_pass(a.data(), b.data(), j);
-            a.swap(b);
+        buf.transposed_scratch.resize(a.size());
+        PoolArray<T> &d = buf.transposed_scratch;
+        for (int k = 0; k < K; ++k) {
+            b[static_cast<size_t>(m_) * K + k] = T(0);
+            d[static_cast<size_t>(m_) * K + k] = T(0);
         }
-        for (int j = D; j >= 0; --j) {
-            blur_pass(c.data(), b.data(), j);
-            c.swap(b);
+        auto blur_pass = [&](const T *src, T *dst, int j, int64_t lo, int64_t hi) {
+            const int32_t *nb = &nbr_[static_cast<size_t>(j * m_ * 2)];
+            for (int64_t p = lo; p < hi; ++p) {
+                const T *mid = src + p * K;
+                const T *x = src + static_cast<int64_t>(nb[2 * p]) * K;
+                const T *y = src + static_cast<int64_t>(nb[2 * p + 1]) * K;
+                T *o = dst + p * K;
+                for (int k = 0; k < K; ++k) o[k] = T(0.5) * mid[k] + T(0.25) * (x[k] + y[k]);
+            }
+        };
+        auto forward = [&](int64_t lo, int64_t hi, int j) {
+            blur_pass(a.data(), b.data(), j, lo, hi);
+        };
+        auto backward = [&](int64_t lo, int64_t hi, int j) {
+            blur_pass(c.data(), d.data(), j, lo, hi);
+        };
+        if (threads >= 3 && m_ >= 65536) {  // many points: every pass in parallel
+            for (int j = 0; j <= D; ++j) {
+                parallel_for(m_, threads, [&](int64_t lo, int64_t hi) { forward(lo, hi, j); },
+                             8192);
+                a.swap(b);
+            }
+            for (int j = D; j >= 0; --j) {
+                parallel_for(m_, threads, [&](int64_t lo, int64_t hi) { backward(lo, hi, j); },
+                             8192);
+                c.swap(d);
+            }
+        } else {  // the two chains side by side (one parallel region instead of 2(D+1))
+            run_tasks(2, threads, [&](int64_t chain) {
+                if (chain == 0) {
+                    for (int j = 0; j <= D; ++j) {
+                        forward(0, m_, j);
+                        a.swap(b);
+                    }
+                } else {
+                    for (int j = D; j >= 0; --j) {
+                        backward(0, m_, j);
+                        c.swap(d);
+                    }
+                }
+            });
         }
         parallel_for(m_, threads, [&](int64_t lo, int64_t hi) {
             for (int64_t q = lo * K; q < hi * K; ++q) a[static_cast<size_t>(q)] += c[q];
