@@ -218,6 +218,8 @@ class GridCache {
         auto kernel = build_grid_kernel(h, w, sxy, weight, threads);  // outside the lock
         if (kernel->bytes() <= kGridCacheBytes) {
             std::lock_guard<std::mutex> lock(mutex_);
+            for (const auto &entry : entries_)  // built meanwhile by a concurrent call
+                if (entry->matches(h, w, sxy, weight)) return entry;
             entries_.insert(entries_.begin(), kernel);
             size_t bytes = 0, keep = 0;
             while (keep < entries_.size() && keep < size_t(kGridCacheEntries) &&

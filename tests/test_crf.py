@@ -156,6 +156,26 @@ def test_threads_and_the_kept_gaussian_kernel_do_not_change_results(labels: int)
         np.testing.assert_array_equal(run, runs[0])
 
 
+def test_concurrent_calls_share_the_kept_kernel() -> None:
+    """Python threads (the GIL released) building and reusing one kept kernel: same results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench import _bilateral
+
+    scenes = [smoke_scene(seed, 96, 80) for seed in range(6)]
+    probs = [np.stack([1 - blurred_cam(m, s), blurred_cam(m, s)]) for s, (_, m) in
+             enumerate(scenes)]
+    expected = [dense_crf(image, p, num_threads=1) for (image, _), p in zip(scenes, probs,
+                                                                          strict=True)]
+    _bilateral.clear_cache()
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda ip: dense_crf(ip[0][0], ip[1], num_threads=2),
+                            zip(scenes, probs, strict=True)))
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert _bilateral.cache_size() == 1
+
+
 _BASELINE_BUILD_SCRIPT = """
 import sys
 import numpy as np
