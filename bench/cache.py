@@ -5,6 +5,8 @@ Layout under ``<out>/cache/``::
     <key>/model/                       trained state, written atomically, marked by DONE
     <key>/maps-<split>-<fingerprint>.npz  one map per tile: float16 soft maps, uint8 labels
     file-index.json                    content digests of data files (bench.data.file_index)
+    synthetic/<key>.npz                rendered synthetic frames (bench.data.synthetic_cache)
+    plans/*.json                       what plugin classes say of each pipeline (bench.plans)
 
 A stage's key hashes everything its outputs depend on (`stage_key`): its resolved
 configuration, its code (`bench.code_digest`), the key of the stage before it and, once any
@@ -16,7 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,65 @@ from bench.atomic import atomic_dir, write_json, write_npz
 
 #: key of the ``.npz`` entry holding the seconds a map file took to compute
 TIMING_ENTRY = "__timing__"
+#: bytes of decoded map files `shared_maps` keeps (least recently used dropped first)
+SHARED_MAPS_BYTES = 512 * 2**20
+
+
+class _MapsMemo:
+    """Map files read in this run (`shared_maps`): path -> (stat, maps, seconds)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.bytes = 0
+        self.files: OrderedDict[str, tuple[tuple[int, int], dict[str, np.ndarray],
+                                           float | None, int]] = OrderedDict()
+
+    def get(self, path: Path, stat: tuple[int, int]) -> tuple[dict[str, np.ndarray],
+                                                             float | None] | None:
+        found = self.files.get(str(path))
+        if found is None or found[0] != stat:
+            return None
+        self.files.move_to_end(str(path))
+        return found[1], found[2]
+
+    def put(self, path: Path, stat: tuple[int, int], maps: dict[str, np.ndarray],
+            timing: float | None) -> None:
+        size = sum(m.nbytes for m in maps.values())
+        if size > self.limit:
+            return
+        old = self.files.pop(str(path), None)
+        self.bytes -= old[3] if old is not None else 0
+        self.files[str(path)] = (stat, maps, timing, size)
+        self.bytes += size
+        while self.bytes > self.limit:
+            _, (_, _, _, dropped) = self.files.popitem(last=False)
+            self.bytes -= dropped
+
+
+_SHARED_MAPS: ContextVar[_MapsMemo | None] = ContextVar("bench_shared_maps", default=None)
+
+
+@contextmanager
+def shared_maps(limit: int = SHARED_MAPS_BYTES) -> Iterator[None]:
+    """Within this block a map file is decoded once (`StageCache.load_maps`): the cells of a
+    run that share a stage (``effnet`` under ``effnet+crf``, ...) read its maps from memory.
+    Map files never change once written (their name holds the stage key and the data's
+    fingerprint; a rewrite is checked by size and mtime), and `StageCache.ordered` hands out
+    copies, so sharing them is safe. Nested blocks share the outer one's memo."""
+    if _SHARED_MAPS.get() is not None:
+        yield
+        return
+    token = _SHARED_MAPS.set(_MapsMemo(limit))
+    try:
+        yield
+    finally:
+        _SHARED_MAPS.reset(token)
+
+
+def share_maps_in_this_process(limit: int = SHARED_MAPS_BYTES) -> None:
+    """Share decoded map files for the rest of this thread's life (a run's worker process)."""
+    if _SHARED_MAPS.get() is None:
+        _SHARED_MAPS.set(_MapsMemo(limit))
 
 
 def stable_hash(obj: Any) -> str:
@@ -58,8 +122,9 @@ def compact(m: np.ndarray, output: str) -> np.ndarray:
 
 
 def restore(m: np.ndarray) -> np.ndarray:
-    """A stored map as stages see it (soft maps back to float32)."""
-    return m.astype(np.float32) if m.dtype == np.float16 else m
+    """A stored map as stages see it (soft maps back to float32), always a new array: stored
+    maps may be shared (`shared_maps`)."""
+    return m.astype(np.float32) if m.dtype == np.float16 else m.copy()
 
 
 def _entry(sample_id: str) -> str:
@@ -79,10 +144,21 @@ class StageCache:
         return self.dir / f"maps-{split}-{fingerprint}.npz"
 
     def load_maps(self, path: Path) -> tuple[dict[str, np.ndarray], float | None]:
-        """Stored maps by entry name and the seconds they took (None if not recorded)."""
+        """Stored maps by entry name and the seconds they took (None if not recorded); inside
+        `shared_maps`, a file already read in this run comes from memory."""
+        memo = _SHARED_MAPS.get()
+        if memo is not None:
+            st = path.stat()
+            stat = (st.st_size, st.st_mtime_ns)
+            found = memo.get(path, stat)
+            if found is not None:
+                return dict(found[0]), found[1]
         with np.load(path) as npz:
             maps = {k: npz[k] for k in npz.files if k != TIMING_ENTRY}
             timing = float(npz[TIMING_ENTRY]) if TIMING_ENTRY in npz.files else None
+        if memo is not None:
+            memo.put(path, stat, maps, timing)
+            return dict(maps), timing
         return maps, timing
 
     def save_maps(self, path: Path, ids: Sequence[str], maps: Sequence[np.ndarray],

@@ -6,7 +6,8 @@
 - ``slurm`` submits them as one job array through submitit (`bench.slurm`).
 
 Cells share loaded data sets: `run_cells` loads each (data set, split) once for the cells it
-runs here, and each worker process once for its cells (`bench.data.splits.shared_loads`).
+runs here, and each worker process once for its cells (`bench.data.splits.shared_loads`);
+likewise each stage's map files are decoded once (`bench.cache.shared_maps`).
 Cells share upstream stages through the run folder's cache; `bench.locks` makes sure that
 parallel cells compute each stage once (a cell that finds a stage being computed waits for it,
 then uses it). Every executor reports each cell's state in the run log (`bench.status`), which
@@ -108,19 +109,23 @@ def run_cells(cells: Sequence[Cell], jobs: int = 1,
     if jobs < 1:
         raise ValueError("jobs must be >= 1")
     if jobs == 1 or len(cells) <= 1:
+        from bench.cache import shared_maps
         from bench.data.splits import shared_loads
 
-        with shared_loads():  # each (data set, split) is loaded once for all cells
+        # each (data set, split) is loaded, and each map file decoded, once for all cells
+        with shared_loads(), shared_maps():
             return [run_tracked(cell, n, len(cells), log) for n, cell in enumerate(cells)]
     return _run_parallel(cells, jobs, log)
 
 
 def _worker_init() -> None:
+    from bench.cache import share_maps_in_this_process
     from bench.data.splits import share_loads_in_this_process
 
     # several processes on one terminal: no progress bars (their lines would interleave)
     os.environ["BENCH_PROGRESS"] = "0"
     share_loads_in_this_process()  # the cells of a worker share loaded splits
+    share_maps_in_this_process()  # and decoded map files
 
 
 def _worker(cell: Cell, n: int, total: int, log_dir: tuple[str, str] | None

@@ -280,10 +280,24 @@ def _allow_sibling_imports(folder: Path) -> None:
         sys.meta_path.append(_SIBLINGS)
 
 
-def _discover_entry_points() -> None:
+#: the group's entry points, read for one ``sys.path`` (reading them scans every installed
+#: distribution: tenths of a second, and every cell discovers plugins)
+_ENTRY_POINTS: dict[tuple[str, ...], list[Any]] = {}
+
+
+def _group_entry_points() -> list[Any]:
+    """The entry points of `ENTRY_POINT_GROUP`, read again when ``sys.path`` changed."""
     from importlib.metadata import entry_points
 
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    key = tuple(sys.path)
+    if key not in _ENTRY_POINTS:
+        _ENTRY_POINTS.clear()
+        _ENTRY_POINTS[key] = list(entry_points(group=ENTRY_POINT_GROUP))
+    return _ENTRY_POINTS[key]
+
+
+def _discover_entry_points() -> None:
+    for ep in _group_entry_points():
         if ep.name in METHODS:
             continue
 

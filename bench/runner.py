@@ -22,6 +22,7 @@ import math
 import random
 import sys
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -30,7 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from bench.cache import StageCache, compact, model_dir, model_done, save_model, stage_key
+from bench.cache import (
+    StageCache,
+    compact,
+    model_dir,
+    model_done,
+    save_model,
+    stable_hash,
+    stage_key,
+)
 from bench.data import DATASETS, SplitData, discover_datasets, load_splits, resolve_root
 from bench.data.frames import SampleList
 from bench.device import resolve_device
@@ -58,6 +67,9 @@ from bench.stages import (
     Segmenter,
     check_map,
 )
+
+#: the `RunOptions` a record's numbers depend on (part of its score key, `CellRunner.score_key`)
+SCORE_OPTIONS = ("profile", "seed", "limit", "n_boot")
 
 
 @dataclass
@@ -157,6 +169,8 @@ class CellRunner:
         discover_datasets(self.opts.include)
         self.cache_root = self.opts.out / "cache"
         store = store or PlanStore(self.cache_root, self.opts.include)
+        #: the run's plans; its code digest is part of every record's score key
+        self.store = store
         self.spec: PipelineSpec
         if plan:
             self.spec, self.infos, self.planned = store.pipeline_infos(
@@ -185,8 +199,9 @@ class CellRunner:
         self.weights = [info.weights for info in self.infos]
         #: why each stage cannot run (None: it can), asked before any work
         self.not_runnable = [info.blocked() for info in self.infos]
-        #: map files read from the cache
+        #: map files read from the cache, and records of earlier runs kept (`reused_record`)
         self.maps_read = 0
+        self.records_reused = 0
         blocked = next((e for e in self.not_runnable if e is not None), None)
         if blocked is not None and not cell.optional:
             raise blocked
@@ -575,6 +590,86 @@ class CellRunner:
                 out[stage.name if stage.name not in out else f"{stage.name} ({n + 1})"] = value
         return out
 
+    def record_file(self, states: list[StageState], i: int) -> Path:
+        """Where stage ``i``'s record is (`bench.records.record_path`)."""
+        from bench.records import record_path
+
+        return record_path(self.opts.out, {"method": states[i].spec_text,
+                                           "dataset": self.dataset.name,
+                                           "train_dataset": self.train_name,
+                                           "split": self.cell.split,
+                                           "profile": self.opts.profile,
+                                           "seed": self.opts.seed})
+
+    def record_config(self, states: list[StageState], i: int,
+                      data: SplitData) -> dict[str, Any]:
+        """The ``config`` of stage ``i``'s record: its stages, cache key, data and options."""
+        return {"stages": self.configs[: i + 1], "cache_key": states[i].key,
+                "data": {"fingerprints": data.fingerprints, "derived": data.derived,
+                         "dataset_file": str(self.dataset.path), "limit": self.opts.limit,
+                         **({"scored_excluded": self.scored_excluded} if self.ood else {})},
+                "options": {k: str(v) if isinstance(v, Path) else v
+                            for k, v in asdict(self.opts).items()}}
+
+    def score_key(self, states: list[StageState], i: int, data: SplitData) -> str:
+        """What stage ``i``'s record says depends on, hashed: its `record_config` (stage key,
+        so the maps; data fingerprints; the options in `SCORE_OPTIONS`), the scored and
+        calibration splits with their aux masks and named subsets,
+        the initial weights, the code (`bench.plans.tree_digest`: every ``.py`` file of
+        ``bench``, ``methods/`` and the include folders, scoring included) and the NumPy
+        version. A record that holds the same key is not scored again (`reused_record`)."""
+        calib = self.calib_name(data)
+        subsets = [(sub.name, sub.rule.describe(), sorted(sub.ids) if sub.ids is not None
+                    else None) for sub in data.subsets.get(self.eval_key, [])]
+        config = self.record_config(states, i, data)
+        # the options that change numbers (others, like --out or --device, are kept in the
+        # record as this run gives them: `reused_record`)
+        config["options"] = {k: config["options"][k] for k in SCORE_OPTIONS}
+        return stable_hash({
+            "config": config, "output": self.outputs[i],
+            "splits": [self.eval_key, calib, self.cell.split],
+            "aux": [_aux_digest(data[self.eval_key]), _aux_digest(data[calib])],
+            "per_tile": [self.scored_per_tile(), self.calib_per_tile()],
+            "subsets": subsets, "weights": self.stage_weights(i), "code": self.store.tree,
+            "numpy": np.__version__})
+
+    def reused_record(self, states: list[StageState], i: int,
+                      data: SplitData) -> dict[str, Any] | None:
+        """Stage ``i``'s record as an earlier run wrote it, when its score key is this run's
+        (`score_key`), its per-frame areas are there and the stage's maps are still cached;
+        else None (the stage is scored). Its ``pipeline`` field is updated as `write_record`
+        would, and its options are this run's (what a rerun could change besides provenance
+        and timings)."""
+        key = self.score_key(states, i, data)
+        path = self.record_file(states, i)
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(old, dict) or old.get("not_run") \
+                or old.get("config", {}).get("score_key") != key \
+                or not path.with_suffix(".areas.npz").is_file():
+            return None
+        cache = StageCache(self.cache_root, states[i].key)
+        needed = [self.eval_key] + ([self.calib_name(data)] if self.outputs[i] == "soft" else [])
+        if not all(cache.maps_path(split, data.fingerprints[split]).is_file()
+                   for split in needed):
+            return None
+        pipeline = self.spec.text
+        if pipeline != old.get("method") and old.get("pipeline") == old.get("method"):
+            pipeline = old["method"]  # write_record keeps a method's own row
+        options = self.record_config(states, i, data)["options"]
+        if old.get("pipeline") != pipeline or old["config"].get("options") != options:
+            from bench.atomic import write_json
+            from bench.locks import artifact_lock
+
+            with artifact_lock(self.cache_root, path, "a record"):
+                old["pipeline"] = pipeline
+                old["config"]["options"] = options
+                write_json(path, old)
+        self.records_reused += 1
+        return old
+
     def record(self, states: list[StageState], i: int, score: StageScore,
                data: SplitData, warnings: Sequence[str] = ()) -> dict[str, Any]:
         state = states[i]
@@ -601,14 +696,8 @@ class CellRunner:
             "timings": state.timings,
             "weights": self.stage_weights(i),
             "warnings": list(warnings),
-            "config": {"stages": self.configs[: i + 1], "cache_key": state.key,
-                       "data": {"fingerprints": data.fingerprints, "derived": data.derived,
-                                "dataset_file": str(self.dataset.path),
-                                "limit": self.opts.limit,
-                                **({"scored_excluded": self.scored_excluded} if self.ood
-                                   else {})},
-                       "options": {k: str(v) if isinstance(v, Path) else v
-                                   for k, v in asdict(self.opts).items()}},
+            "config": {**self.record_config(states, i, data),
+                       "score_key": self.score_key(states, i, data)},
             "provenance": provenance(),
         }
         if data.subsets.get(self.eval_key):  # per-subset metrics from the stored areas
@@ -651,15 +740,8 @@ class CellRunner:
         cache key (else "none").
         """
         if self.planned and states is not None:
-            from bench.records import record_path
-
-            path = record_path(self.opts.out, {"method": states[i].spec_text,
-                                               "dataset": self.dataset.name,
-                                               "split": self.cell.split,
-                                               "profile": self.opts.profile,
-                                               "seed": self.opts.seed})
             try:
-                old = json.loads(path.read_text(encoding="utf-8"))
+                old = json.loads(self.record_file(states, i).read_text(encoding="utf-8"))
                 if old.get("config", {}).get("cache_key") == states[i].key:
                     return str(old.get("device", "none"))
             except (OSError, ValueError, AttributeError):
@@ -685,6 +767,12 @@ class CellRunner:
                 records += [self.not_run_record(states, j, data, blocked.reason)
                             for j in range(i, len(states))]
                 break
+            reused = self.reused_record(states, i, data)
+            if reused is not None:  # scored before, from these maps, by this code
+                for line in reused.get("warnings", []):
+                    self.say(f"bench: warning: {line}")
+                records.append(reused)
+                continue
             score = self.evaluate(states, i, data)
             warnings = self.sanity_warnings(states, i, score, data)
             for line in warnings:
@@ -717,9 +805,9 @@ def run_cell_result(cell: Cell, store: PlanStore | None = None) -> CellResult:
             assert runner.held is not None
             sys.stderr.write(runner.held.getvalue())
             print(f"cached: {cell.method} on {cell.dataset}/{cell.split}: "
-                  f"{len(runner.spec.stages)} stage(s), {runner.maps_read} map file(s) read "
-                  "from the cache; nothing computed, no plugin imported", file=sys.stderr,
-                  flush=True)
+                  f"{len(runner.spec.stages)} stage(s), {runner.records_reused} record(s) "
+                  f"kept, {runner.maps_read} map file(s) read and scored; nothing computed, "
+                  "no plugin imported", file=sys.stderr, flush=True)
             return CellResult(records, True, runner.maps_read)
     return CellResult(runner.run(), False, runner.maps_read)
 
@@ -746,6 +834,29 @@ def _plugin_class(name: str) -> type[Plugin]:
 
     return METHODS.get(name).cls
 
+
+
+_AUX_DIGESTS: weakref.WeakKeyDictionary[SampleList, str] = weakref.WeakKeyDictionary()
+
+
+def _aux_digest(samples: SampleList) -> str:
+    """A digest of the aux masks (``chimney``, ``steam``, ...) of a split's frames, which its
+    fingerprint leaves out; memoised per `SampleList` (shared by a run's cells)."""
+    if samples not in _AUX_DIGESTS:
+        import hashlib
+
+        h = hashlib.sha1()
+        seen: set[int] = set()
+        for ref in samples.refs:
+            if id(ref.frame) in seen:
+                continue
+            seen.add(id(ref.frame))
+            for name in sorted(ref.frame.aux):
+                array = np.ascontiguousarray(ref.frame.aux[name])
+                h.update(f"{ref.frame.id}:{name}:{array.dtype}:{array.shape}".encode())
+                h.update(array)
+        _AUX_DIGESTS[samples] = h.hexdigest()
+    return _AUX_DIGESTS[samples]
 
 
 def _box_slices(box: tuple[int, int, int, int]) -> tuple[slice, slice]:

@@ -220,13 +220,14 @@ def cell_done(cell: Cell, data_cache: dict[tuple[Any, ...], Any] | None = None) 
     """Whether ``cell``'s final record exists under the stage key it would compute now.
 
     Loads the cell's data (fingerprints are memoised in the run folder's file index) and
-    computes its stage keys, without running any stage. ``data_cache`` shares loaded data
-    between cells of the same data set and split.
+    computes its stage keys, without running any stage (from the pipeline's plan when it has
+    a valid one, `bench.plans`: no plugin imported). ``data_cache`` shares loaded data between
+    cells of the same data set and split.
     """
     from bench.records import record_path
     from bench.runner import CellRunner
 
-    runner = CellRunner(cell)
+    runner = CellRunner(cell, plan=True)
     memo = {} if data_cache is None else data_cache
     key = (cell.dataset, cell.train_dataset, cell.split, runner.trains,
            cell.options.limit, cell.options.profile, tuple(sorted(cell.options.data_roots.items())))
