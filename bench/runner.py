@@ -12,6 +12,10 @@ without importing any plugin (so neither torch nor timm): when every map it need
 the cell is scored from them and prints one ``cached:`` line. When a stage has to be trained or
 computed, that attempt stops before doing anything (`NeedsCompute`; what it would have printed
 is dropped) and the cell runs again with the plugin classes, as it always did.
+
+A stage's record is not scored again when an earlier run wrote it from the same maps, data,
+options and code (its score key, `CellRunner.score_key`; the maps must still be cached): the
+record is kept as it is, on either path.
 """
 
 from __future__ import annotations
@@ -614,10 +618,10 @@ class CellRunner:
     def score_key(self, states: list[StageState], i: int, data: SplitData) -> str:
         """What stage ``i``'s record says depends on, hashed: its `record_config` (stage key,
         so the maps; data fingerprints; the options in `SCORE_OPTIONS`), the scored and
-        calibration splits with their aux masks and named subsets,
-        the initial weights, the code (`bench.plans.tree_digest`: every ``.py`` file of
-        ``bench``, ``methods/`` and the include folders, scoring included) and the NumPy
-        version. A record that holds the same key is not scored again (`reused_record`)."""
+        calibration splits with their aux masks and named subsets, the initial weights, the
+        code (`bench.plans.tree_digest`: every ``.py`` file of ``bench``, ``methods/`` and the
+        include folders, scoring included) and the NumPy version. A record that holds the
+        same key is not scored again (`reused_record`)."""
         calib = self.calib_name(data)
         subsets = [(sub.name, sub.rule.describe(), sorted(sub.ids) if sub.ids is not None
                     else None) for sub in data.subsets.get(self.eval_key, [])]
