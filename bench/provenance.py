@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import subprocess
 import sys
@@ -42,12 +43,22 @@ def git_state() -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty}
 
 
+def threads() -> dict[str, Any]:
+    """The thread settings learned stages' last digits depend on: torch's intra-op threads
+    (None where this process has not imported torch, e.g. a fully cached cell), the
+    ``OMP_NUM_THREADS`` variable and the machine's CPU count."""
+    torch = sys.modules.get("torch")
+    return {"torch": torch.get_num_threads() if torch is not None else None,
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "cpus": os.cpu_count()}
+
+
 def provenance() -> dict[str, Any]:
-    """Versions, git state, date (UTC, ISO 8601), host and command line."""
+    """Versions, git state, date (UTC, ISO 8601), host, command line and thread settings."""
     return {
         "versions": package_versions(),
         "git": git_state(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
         "command": " ".join(sys.argv),
+        "threads": threads(),
     }

@@ -160,6 +160,9 @@ def test_record_contents(workspace: dict) -> None:
                                         "params": {"gain": 1.0}}]
     prov = rec["provenance"]
     assert prov["versions"]["numpy"] and prov["date"] and "commit" in prov["git"]
+    # learned stages' last digits depend on torch's thread count: the record says it
+    assert set(prov["threads"]) == {"torch", "OMP_NUM_THREADS", "cpus"}
+    assert prov["threads"]["cpus"] == os.cpu_count()
     assert rec["n_images"] == 4
 
 
