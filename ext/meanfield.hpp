@@ -26,10 +26,6 @@
 #include <mutex>
 #include <vector>
 
-#ifndef _WIN32
-#include <unistd.h>
-#endif
-
 #include "lattice.hpp"
 #include "parallel.hpp"
 
@@ -241,13 +237,6 @@ class GridCache {
 
   private:
     GridCache() : pid_(current_pid()) {}
-    static long current_pid() {
-#ifdef _WIN32
-        return 0;
-#else
-        return static_cast<long>(getpid());
-#endif
-    }
     const long pid_;
     std::mutex mutex_;
     std::vector<std::shared_ptr<const GridKernel>> entries_;

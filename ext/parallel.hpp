@@ -29,6 +29,16 @@
 
 namespace bl {
 
+// The process id: process-wide singletons (thread pool, kept CRF kernels, buffer pool) compare
+// it to notice they were inherited through fork() and must be rebuilt in the child.
+inline long current_pid() {
+#ifdef _WIN32
+    return 0;
+#else
+    return static_cast<long>(getpid());
+#endif
+}
+
 // Number of hardware threads (at least 1).
 inline int hardware_threads() {
     unsigned n = std::thread::hardware_concurrency();
@@ -137,13 +147,6 @@ class ThreadPool {
 
     ThreadPool() : pid_(current_pid()) {}
 
-    static long current_pid() {
-#ifdef _WIN32
-        return 0;
-#else
-        return static_cast<long>(getpid());
-#endif
-    }
 
     void work() {
         uint64_t seen = 0;

@@ -18,9 +18,7 @@
 #include <utility>
 #include <vector>
 
-#ifndef _WIN32
-#include <unistd.h>
-#endif
+#include "parallel.hpp"
 
 namespace bl {
 
@@ -98,13 +96,6 @@ class BufferPool {
 
   private:
     BufferPool() : pid_(current_pid()) {}
-    static long current_pid() {
-#ifdef _WIN32
-        return 0;
-#else
-        return static_cast<long>(getpid());
-#endif
-    }
     const long pid_;
     std::mutex mutex_;
     std::vector<std::pair<size_t, void *>> free_;  // (capacity, block), oldest first
