@@ -7,6 +7,12 @@
 // kMaxBytes bytes (larger or surplus blocks go back to the system) and only blocks of at
 // least kMinBytes (smaller ones come from the ordinary allocator). clear() frees what it holds.
 //
+// Blocks of at least kHugeBytes (the per-pixel arrays of a 512x512 lattice) are mapped
+// directly, in whole 2 MiB huge pages where the system offers them (Linux transparent huge
+// pages, madvise mode included): fresh memory then costs one page fault per 2 MiB instead of
+// one per 4 KiB. A first call in a process (or after clear_cache()) touches about 25 MB of
+// fresh memory at 512x512; its 6000 small page faults took about 5 ms of CPU time.
+//
 // Arrays from the pool are uninitialised, like new T[n].
 #pragma once
 
@@ -20,6 +26,13 @@
 
 #include "parallel.hpp"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#define BL_HUGE_BLOCKS 1
+#else
+#define BL_HUGE_BLOCKS 0
+#endif
+
 namespace bl {
 
 class BufferPool {
@@ -28,6 +41,7 @@ class BufferPool {
     static constexpr size_t kMaxBytes = size_t(64) << 20;
     static constexpr size_t kMaxBlocks = 32;
     static constexpr std::align_val_t kAlign{64};
+    static constexpr size_t kHugeBytes = size_t(2) << 20;  // also the huge page size
 
     // The process's pool (an empty one after fork()).
     static BufferPool &instance() {
@@ -59,6 +73,7 @@ class BufferPool {
             }
         }
         capacity = std::max<size_t>(bytes, 1);
+        if (BL_HUGE_BLOCKS && capacity >= kHugeBytes) return map_huge(capacity);
         return ::operator new(capacity, kAlign);
     }
 
@@ -73,18 +88,18 @@ class BufferPool {
                 // over the limits: free the oldest blocks
                 while (held_ > kMaxBytes || free_.size() > kMaxBlocks) {
                     held_ -= free_.front().first;
-                    ::operator delete(free_.front().second, kAlign);
+                    free_block(free_.front().second, free_.front().first);
                     free_.erase(free_.begin());
                 }
                 return;
             }
         }
-        ::operator delete(block, kAlign);
+        free_block(block, capacity);
     }
 
     void clear() {
         std::lock_guard<std::mutex> lock(mutex_);
-        for (auto &entry : free_) ::operator delete(entry.second, kAlign);
+        for (auto &entry : free_) free_block(entry.second, entry.first);
         free_.clear();
         held_ = 0;
     }
@@ -96,6 +111,39 @@ class BufferPool {
 
   private:
     BufferPool() : pid_(current_pid()) {}
+
+    // A new block of `capacity` bytes (>= kHugeBytes; rounded up to whole huge pages), mapped
+    // at a huge-page boundary and marked for huge pages (a hint: the kernel may still use small
+    // pages). Freed by free_block(), which tells such blocks by their capacity.
+    static void *map_huge(size_t &capacity) {
+#if BL_HUGE_BLOCKS
+        capacity = (capacity + kHugeBytes - 1) / kHugeBytes * kHugeBytes;
+        const size_t span = capacity + kHugeBytes;  // room to align the start
+        void *raw = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                         -1, 0);
+        if (raw == MAP_FAILED) throw std::bad_alloc();
+        const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
+        const uintptr_t aligned = (start + kHugeBytes - 1) / kHugeBytes * kHugeBytes;
+        if (aligned > start) munmap(raw, aligned - start);  // unmap the unaligned head
+        const uintptr_t end = start + span, used_end = aligned + capacity;
+        if (end > used_end) munmap(reinterpret_cast<void *>(used_end), end - used_end);
+        void *block = reinterpret_cast<void *>(aligned);
+        madvise(block, capacity, MADV_HUGEPAGE);
+        return block;
+#else
+        return ::operator new(capacity, kAlign);
+#endif
+    }
+
+    static void free_block(void *block, size_t capacity) {
+#if BL_HUGE_BLOCKS
+        if (capacity >= kHugeBytes) {
+            munmap(block, capacity);
+            return;
+        }
+#endif
+        ::operator delete(block, kAlign);
+    }
     const long pid_;
     std::mutex mutex_;
     std::vector<std::pair<size_t, void *>> free_;  // (capacity, block), oldest first
