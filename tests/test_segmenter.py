@@ -474,3 +474,111 @@ def test_inference_builds_no_autograd_graph(tmp_path: Path) -> None:
     seg.model = seg.build_model(pretrained=False)
     assert not seg.logits(np.zeros((16, 16, 3), np.uint8)).requires_grad
     assert seg.predict_proba([np.zeros((16, 16, 3), np.uint8)])[0].shape == (16, 16)
+
+
+# --------------------------------------------------------------------------- ema, freeze_bn, flip, soft
+class TinyWithBackbone(Tiny):
+    """`Tiny` whose first conv and batch norm are the "pretrained backbone"."""
+
+    def backbone(self, model: nn.Module) -> nn.Module | None:
+        return model[:2]
+
+
+def test_ema_is_the_warmed_up_moving_average_of_the_steps_weights(tmp_path: Path) -> None:
+    # two epochs of one batch each: the average is w1 after step 1 (decay 0), then
+    # d * w1 + (1 - d) * w2 with timm's warm-up decay d = 1 - 2 ** (-2 / 3) after step 2
+    train = squares(4, size=32)
+    labels = [s.mask for s in train]
+    seg = tiny(tmp_path, epochs=2, batch_size=4, ema=0.99, keep_checkpoints=True)
+    raw: list[dict[str, torch.Tensor]] = []
+    seg.on_epoch_end = lambda record: raw.append(  # type: ignore[method-assign]
+        torch.load(seg.checkpoint_path(), weights_only=True)["model"])
+    seg.fit(train, labels)
+    d = 1 - 2 ** (-2 / 3)
+    averaged = seg.model.state_dict()
+    for key, w1 in raw[0].items():
+        if not w1.is_floating_point():
+            continue
+        expected = d * w1 + (1 - d) * raw[1][key]
+        torch.testing.assert_close(averaged[key], expected, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(averaged["4.weight"], raw[1]["4.weight"])
+    # the average does not change the steps: the raw weights are those of a run without it
+    plain = tiny(tmp_path / "plain", epochs=2, batch_size=4)
+    plain.fit(train, labels)
+    for key, value in plain.model.state_dict().items():
+        torch.testing.assert_close(value, raw[1][key])
+
+
+def test_freeze_bn_keeps_the_backbones_batch_norm_as_loaded(tmp_path: Path) -> None:
+    train = squares(6, size=32)
+    labels = [s.mask for s in train]
+    seg = TinyWithBackbone(TinyWithBackbone.Params(epochs=2, batch_size=3, crop_size=32,
+                                                   lr=0.05, freeze_bn=True),
+                           RunContext(device="cpu", workdir=tmp_path, progress=False, seed=3))
+    initial = {k: v.clone() for k, v in seg.build_model(pretrained=True).state_dict().items()}
+    seg.fit(train, labels)
+    after = seg.model.state_dict()
+    for key in ("1.weight", "1.bias", "1.running_mean", "1.running_var"):
+        torch.testing.assert_close(after[key], initial[key], rtol=0, atol=0)
+    assert not torch.equal(after["0.weight"], initial["0.weight"])  # the conv still learns
+    unfrozen = TinyWithBackbone(dataclasses.replace(seg.params, freeze_bn=False),
+                                RunContext(device="cpu", workdir=tmp_path / "u",
+                                           progress=False, seed=3))
+    unfrozen.fit(train, labels)
+    assert not torch.equal(unfrozen.model.state_dict()["1.running_mean"],
+                           initial["1.running_mean"])
+
+
+def test_infer_flip_averages_the_logits_of_the_image_and_its_mirror(tmp_path: Path) -> None:
+    plain = tiny(tmp_path, tile_size=0, kernel=3)
+    flip = tiny(tmp_path, tile_size=0, kernel=3, infer_flip=True)
+    plain.model = plain.build_model(pretrained=False).eval()
+    flip.model = plain.model
+    image = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    expected = (plain.logits(image) + plain.logits(image[:, ::-1].copy()).flip(-1)) / 2
+    torch.testing.assert_close(flip.logits(image), expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(flip.logits(image), plain.logits(image), atol=1e-3)
+    assert "infer_flip" in Tiny.inference_params
+
+
+def test_soft_outputs_the_smoke_probability_for_the_harness_to_threshold(tmp_path: Path
+                                                                        ) -> None:
+    seg = tiny(tmp_path, tile_size=0, soft=True)
+    seg.model = seg.build_model(pretrained=False).eval()
+    image = np.random.default_rng(1).integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    (soft,) = seg.predict([image])
+    expected = torch.softmax(seg.logits(image), 0)[1].numpy()
+    assert soft.dtype == np.float32
+    np.testing.assert_allclose(soft, expected, atol=1e-6)
+    assert Tiny.output_kind(seg.params) == "soft"
+    assert Tiny.output_kind(Tiny.Params()) == "labels"
+    assert DeepLabV3PlusSegmenter.output_kind(deeplab_params(soft=True)) == "soft"
+    assert "soft" in Tiny.inference_params  # one trained network serves both outputs
+
+
+def test_soft_segmenter_stage_is_thresholded_on_the_calibration_split(
+        write_dataset: Any, tmp_path: Path, smoke5k_root: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.cli import main
+    from bench.records import load_records
+
+    name, _ = write_dataset(tmp_path / "datasets", "tinyseg", smoke5k_root,
+                            "val_fraction = 0.3\n")
+    fits: list[int] = []
+    fit = DeepLabV3PlusSegmenter.fit
+    monkeypatch.setattr(DeepLabV3PlusSegmenter, "fit",
+                        lambda self, *a: (fits.append(1), fit(self, *a))[1])
+    out = tmp_path / "results"
+    base = ["run", "--include", str(tmp_path / "datasets"), "--datasets", name, "--out",
+            str(out), "--n-boot", "20", "--no-progress", "--methods"]
+    labels = "effnet[epochs=1,input_size=64,batch_size=8]+deeplabv3plus[epochs=1,batch_size=4," \
+             "crop_size=32,val_limit=1]"
+    soft = f"{labels[:-1]},soft=true]"
+    assert main([*base, labels]) == 0
+    assert main([*base, soft]) == 0
+    assert fits == [1]  # soft is an inference parameter: the trained network is reused
+    records = {r["method"]: r for r in load_records(out)}
+    assert records[labels]["output"] == "labels" and records[labels]["threshold"] is None
+    assert records[soft]["output"] == "soft"
+    threshold = records[soft]["threshold"]
+    assert threshold["chosen_on"] == "val" and 0 < threshold["value"] < 1

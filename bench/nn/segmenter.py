@@ -68,7 +68,8 @@ class TorchSegmenter(Segmenter):
     #: parameters that only affect inference or bookkeeping: a checkpoint stays valid, and the
     #: runner shares one trained network, when only they change
     inference_params: ClassVar[tuple[str, ...]] = ("tile_size", "tile_overlap", "infer_batch",
-                                                   "infer_scale", "infer_crf", "val_every",
+                                                   "infer_scale", "infer_crf", "infer_flip",
+                                                   "soft", "val_every",
                                                    "val_limit", "keep_checkpoints")
     #: background and smoke
     num_classes: ClassVar[int] = 2
@@ -96,6 +97,13 @@ class TorchSegmenter(Segmenter):
             head_lr_mult: learning-rate factor for everything but the pretrained backbone.
             momentum, weight_decay: optimiser settings.
             amp: mixed precision (float16 autocast + gradient scaling); used on CUDA only.
+            freeze_bn: keep the backbone's batch-norm layers in inference mode while training
+                (their pretrained running statistics and affine parameters stay as loaded):
+                statistics of batches of a few small crops are noisy estimates.
+            ema: decay of an exponential moving average of the weights (and batch-norm
+                buffers), updated after every step; the average is the trained network (0: the
+                last step's weights). A few hundred steps on noisy labels end wherever the last
+                batches left them; the average does not.
             class_balance: exponent ``a`` of the smoke class weight ``(n_bg / n_smoke) ** a``
                 in the cross-entropy, with the pixel counts of the training labels (255 not
                 counted): 0 is plain cross-entropy, 0.5 weights smoke by the square root of its
@@ -111,6 +119,12 @@ class TorchSegmenter(Segmenter):
                 argmax (DeepLab's post-processing, Chen et al. 2015/2017): `bench.dense_crf`
                 with its defaults, the kernels of the ``crf`` refiner, so the final stage sees
                 the full-resolution edges its CRF pseudo labels saw.
+            soft: output the smoke probability (a soft map) instead of the argmax, so the
+                harness binarises it at the threshold chosen on the calibration split, as it
+                does every soft stage's map; the class weight and the label noise move the
+                argmax's operating point.
+            infer_flip: average the logits of the image and of its mirror image (horizontal
+                flip, as in training): twice the inference compute.
             tile_size: side of the sliding-window tiles at inference, in pixels of the resized
                 image (0: always one pass).
             tile_overlap: fraction of a tile shared with its neighbour.
@@ -134,6 +148,8 @@ class TorchSegmenter(Segmenter):
         weight_decay: float = 5e-4
         poly_power: float = 0.9
         amp: bool = True
+        freeze_bn: bool = False
+        ema: float = 0.0
         class_balance: float = 0.0
         crf_weight: float = 0.0
         crf_sigma_rgb: float = 15.0
@@ -141,6 +157,8 @@ class TorchSegmenter(Segmenter):
         crf_scale: float = 0.5
         infer_scale: float = 1.0
         infer_crf: bool = False
+        infer_flip: bool = False
+        soft: bool = False
         tile_size: int = 512
         tile_overlap: float = 0.25
         infer_batch: int = 4
@@ -159,6 +177,8 @@ class TorchSegmenter(Segmenter):
                 raise ValueError(f"optimizer must be sgd or adamw, not '{self.optimizer}'")
             if self.lr <= 0 or self.head_lr_mult <= 0:
                 raise ValueError("lr and head_lr_mult must be > 0")
+            if not 0 <= self.ema < 1:
+                raise ValueError("ema must be in [0, 1) (0: no average)")
             if self.class_balance < 0:
                 raise ValueError("class_balance must be >= 0")
             if not 0 < self.infer_scale <= 4:
@@ -169,6 +189,11 @@ class TorchSegmenter(Segmenter):
                 raise ValueError("tile_size must be >= 0 and tile_overlap in [0, 1)")
             if self.infer_batch < 1 or self.val_every < 1 or self.val_limit < 0:
                 raise ValueError("infer_batch and val_every must be >= 1, val_limit >= 0")
+
+    @classmethod
+    def output_kind(cls, params: Any) -> str:
+        """``soft`` (the smoke probability) with ``soft=true``, else ``labels`` (the argmax)."""
+        return "soft" if getattr(params, "soft", False) else cls.output
 
     def __init__(self, params: Any | None = None, ctx: Any | None = None) -> None:
         super().__init__(params, ctx)
@@ -268,6 +293,7 @@ class TorchSegmenter(Segmenter):
         # the new layers' initialisation follows this run's seed, not the caller's RNG state
         torch.manual_seed(self.ctx.seed)
         model = self.build_model(pretrained=True).to(device)
+        self._freeze_bn(model)
         ddp.sync_batchnorm(model, device)
         if self._norm is None:
             self._norm = self.normalization()
@@ -281,7 +307,9 @@ class TorchSegmenter(Segmenter):
                                 else math.ceil(n / p.batch_size))
         total_iters = p.epochs * batches_per_epoch
         fingerprint = self._fingerprint(samples, targets)
-        start_epoch, history = self._resume(model, optimizer, scaler, fingerprint, device)
+        ema = self._make_ema(model)
+        start_epoch, history = self._resume(model, optimizer, scaler, fingerprint, device, ema)
+        trained = ema.module if ema is not None else model
 
         from bench.progress import progress
 
@@ -293,7 +321,7 @@ class TorchSegmenter(Segmenter):
                 started = time.perf_counter()
                 torch.manual_seed(_epoch_seed(self.ctx.seed, epoch))
                 rng = np.random.default_rng([self.ctx.seed % 2**32, epoch])
-                model.train()
+                self._train_mode(model)
                 sums = {"loss": 0.0, "ce": 0.0, "crf": 0.0}
                 lr_now = p.lr
                 for b, idx in enumerate(_batches(rng.permutation(n), p.batch_size)):
@@ -312,6 +340,8 @@ class TorchSegmenter(Segmenter):
                     ddp.all_reduce_grads(model.parameters())
                     scaler.step(optimizer)
                     scaler.update()
+                    if ema is not None:
+                        ema.update(model, step=it + 1)
                     for key, value in parts.items():
                         sums[key] += value
                     bar.update(1)
@@ -322,21 +352,21 @@ class TorchSegmenter(Segmenter):
                 }
                 last = epoch + 1 == p.epochs
                 if val_items and ((epoch + 1) % p.val_every == 0 or last):
-                    self.model = model
+                    self.model = trained
                     record["val_mIoU"] = self._validate(val_items)
-                    model.train()
+                    self._train_mode(model)
                     bar.set_postfix(loss=f"{record['loss']:.4f}",
                                     val_mIoU=f"{record['val_mIoU']:.3f}")
                 record["time_s"] = time.perf_counter() - started
                 history.append(record)
                 if ddp.rank_world()[0] == 0:
                     self._save_checkpoint(model, optimizer, scaler, epoch + 1, history,
-                                          fingerprint)
+                                          fingerprint, ema)
                 self.on_epoch_end(record)
         finally:
             bar.close()
-        model.eval()
-        self.model = model
+        trained.eval()
+        self.model = trained
         self.history = history
         if not p.keep_checkpoints and self.checkpoint_path().exists() and \
                 ddp.rank_world()[0] == 0:
@@ -389,6 +419,35 @@ class TorchSegmenter(Segmenter):
                               f"which is not available: {exc}") from None
         return DenseCRFLoss(weight=p.crf_weight, sigma_rgb=p.crf_sigma_rgb,
                             sigma_xy=p.crf_sigma_xy, scale_factor=p.crf_scale)
+
+    def _make_ema(self, model: nn.Module) -> Any | None:
+        """timm's `ModelEmaV3` of ``model`` (weights and buffers) when ``ema`` > 0: the decay
+        warms up as ``1 - (1 + step) ** -2/3`` towards ``ema``, so the randomly initialised
+        head's first steps do not linger in the average of a short run."""
+        if self.params.ema <= 0:
+            return None
+        from timm.utils import ModelEmaV3
+
+        return ModelEmaV3(model, decay=self.params.ema, use_warmup=True)
+
+    def _backbone_norms(self, model: nn.Module) -> list[nn.Module]:
+        """The backbone's batch-norm layers when ``freeze_bn`` is on (else none)."""
+        backbone = self.backbone(model) if self.params.freeze_bn else None
+        if backbone is None:
+            return []
+        return [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def _freeze_bn(self, model: nn.Module) -> None:
+        """``freeze_bn``: the backbone's batch-norm affine parameters are not trained."""
+        for module in self._backbone_norms(model):
+            for q in module.parameters(recurse=False):
+                q.requires_grad_(False)
+
+    def _train_mode(self, model: nn.Module) -> None:
+        """``model.train()``, with the backbone's batch norm in inference mode (``freeze_bn``)."""
+        model.train()
+        for module in self._backbone_norms(model):
+            module.eval()
 
     def _make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         p = self.params
@@ -460,8 +519,8 @@ class TorchSegmenter(Segmenter):
 
     # ------------------------------------------------------------------ checkpoints
     def _resume(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                scaler: torch.amp.GradScaler, fingerprint: str, device: torch.device
-                ) -> tuple[int, list[dict[str, Any]]]:
+                scaler: torch.amp.GradScaler, fingerprint: str, device: torch.device,
+                ema: Any | None = None) -> tuple[int, list[dict[str, Any]]]:
         path = self.checkpoint_path()
         if not path.exists():
             return 0, []
@@ -478,14 +537,19 @@ class TorchSegmenter(Segmenter):
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.module.load_state_dict(state["ema"])
         return int(state["epoch"]), list(state.get("history", []))
 
     def _save_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                          scaler: torch.amp.GradScaler, epoch: int,
-                         history: list[dict[str, Any]], fingerprint: str) -> None:
+                         history: list[dict[str, Any]], fingerprint: str,
+                         ema: Any | None = None) -> None:
         state = {"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                  "history": history}
+        if ema is not None:
+            state["ema"] = ema.module.state_dict()
         with atomic_path(self.checkpoint_path()) as tmp:
             torch.save(state, tmp)
 
@@ -565,8 +629,10 @@ class TorchSegmenter(Segmenter):
             for k, (y, x0) in enumerate(chunk):
                 batch[k, :, :th, :tw] = x[:, y:y + th, x0:x0 + tw]
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                out = model(batch)
-            out = out.float()[:, :, :th, :tw]
+                out = model(batch).float()
+                if p.infer_flip:
+                    out = (out + model(batch.flip(-1)).float().flip(-1)) / 2
+            out = out[:, :, :th, :tw]
             for k, (y, x0) in enumerate(chunk):
                 acc[:, y:y + th, x0:x0 + tw] += out[k]
                 count[:, y:y + th, x0:x0 + tw] += 1
@@ -587,7 +653,10 @@ class TorchSegmenter(Segmenter):
         return probs
 
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """One uint8 label map (0 background, 1 smoke) per image, at the image's size."""
+        """One uint8 label map (0 background, 1 smoke) per image, at the image's size (with
+        ``soft``: `predict_proba`)."""
+        if self.params.soft:
+            return self.predict_proba(images)
         if not self.params.infer_crf:
             return [self.logits(im).argmax(0).numpy().astype(np.uint8) for im in images]
         return [self.probabilities(im).argmax(0).astype(np.uint8) for im in images]
