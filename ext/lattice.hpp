@@ -23,6 +23,7 @@
 // order, and the blur and slice are per-point / per-pixel computations.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -81,18 +82,35 @@ struct PixelGrid {
     double inv_w;
 };
 
+// Bounds of every point's features, known before the build (the positions of a pixel grid).
+// With them a 2-D lattice indexes its points directly instead of hashing them (see
+// Lattice::build_grid).
+template <int D>
+struct FeatureBounds {
+    float lo[D], hi[D];
+};
+
+// The bounds of the positions (x * inv, y * inv) of an h x w pixel grid (computed as there).
+inline FeatureBounds<2> grid_bounds(int64_t h, int64_t w, float inv) {
+    return {{0.f, 0.f},
+            {static_cast<float>(w - 1) * inv, static_cast<float>(h - 1) * inv}};
+}
+
 template <int D>
 class Lattice {
   public:
     static constexpr int V = D + 1;  // vertices of a simplex
 
     // Builds the lattice of n points; feature(i, float *f) writes the D features of point i.
+    // `bounds` (optional) holds every point's features; the result does not depend on it.
     template <class Feature>
-    Lattice(int64_t n, Feature &&feature, int threads) : n_(n) {
+    Lattice(int64_t n, Feature &&feature, int threads,
+            const FeatureBounds<D> *bounds = nullptr)
+        : n_(n) {
         if (n <= 0) throw std::invalid_argument("a lattice needs at least one point");
         if (n * V >= (int64_t(1) << 31))
             throw std::invalid_argument("too many pixels for one lattice (limit 2^31 / (D+1))");
-        build(feature, threads);
+        build(feature, threads, bounds);
     }
 
     int64_t num_pixels() const { return n_; }
@@ -450,15 +468,45 @@ class Lattice {
         }
     }
 
+    // Features of points [start, start + count) into f[d * kBatch + p], for embed_batch:
+    // zeros past `count` and for a point whose features are not finite or not below 1e6 in
+    // magnitude (ok[p] false, and `bad` set for the caller to report).
     template <class Feature>
-    void build(Feature &feature, int threads) {
+    static void load_batch(Feature &feature, int64_t start, int count, float *batch_f,
+                           bool *ok, std::atomic<bool> &bad) {
+        float f[D] = {};
+        for (int p = 0; p < kBatch; ++p) {
+            if (p < count) feature(start + p, f);
+            bool finite = p < count;
+            for (int d = 0; d < D; ++d) finite &= std::fabs(f[d]) < 1e6f;  // NaN: false
+            ok[p] = finite;
+            if (p < count && !finite) bad = true;
+            for (int d = 0; d < D; ++d) batch_f[d * kBatch + p] = finite ? f[d] : 0.f;
+        }
+    }
+    [[noreturn]] static void throw_bad_features() {
+        throw std::invalid_argument(
+            "lattice features must be finite and below 1e6 in magnitude "
+            "(is a sigma tiny or not finite?)");
+    }
+
+    template <class Feature>
+    void build(Feature &feature, int threads, const FeatureBounds<D> *bounds) {
         // Left uninitialised (every entry is written below, in parallel: first touch).
         offset_.resize(static_cast<size_t>(n_ * V));
         weight_.resize(static_cast<size_t>(n_ * V));
         double scale[D];
         const double inv_std = V * std::sqrt(2.0 / 3.0);
         for (int i = 0; i < D; ++i) scale[i] = inv_std / std::sqrt((i + 1.0) * (i + 2.0));
+        if constexpr (D == 2) {
+            if (bounds != nullptr && build_grid(feature, scale, *bounds, threads)) return;
+        }
+        build_hashed(feature, scale, threads);
+    }
 
+    // The general build: hashes the lattice points.
+    template <class Feature>
+    void build_hashed(Feature &feature, const double *scale, int threads) {
         // 1. Embed pixels; each chunk numbers its vertices in a private table. (The numbering
         // depends on the chunking, the filter's results do not.)
         //
@@ -478,7 +526,6 @@ class Lattice {
             table.reset(1024);
             KeyTable<D> centres(256);     // remainder-0 points met by this chunk
             std::vector<int32_t> around;  // kMasks vertex indices per centre, -1: not yet
-            float f[D] = {};
             alignas(64) float batch_f[D * kBatch], batch_bary[V * kBatch];
             int32_t batch_rem0[V * kBatch], batch_rank[V * kBatch], batch_mask[V * kBatch];
             bool batch_ok[kBatch];
@@ -486,14 +533,7 @@ class Lattice {
             int32_t *known = nullptr;     // `around` row of the current centre
             for (int64_t start = lo; start < hi; start += kBatch) {
                 const int count = static_cast<int>(std::min<int64_t>(kBatch, hi - start));
-                for (int p = 0; p < kBatch; ++p) {
-                    if (p < count) feature(start + p, f);
-                    bool finite = p < count;
-                    for (int d = 0; d < D; ++d) finite &= std::fabs(f[d]) < 1e6f;  // NaN: false
-                    batch_ok[p] = finite;
-                    if (p < count && !finite) bad = true;  // reported after the loop
-                    for (int d = 0; d < D; ++d) batch_f[d * kBatch + p] = finite ? f[d] : 0.f;
-                }
+                load_batch(feature, start, count, batch_f, batch_ok, bad);  // reported below
                 embed_batch(batch_f, scale, batch_rem0, batch_rank, batch_mask, batch_bary);
                 for (int p = 0; p < count; ++p) {
                     const int64_t i = start + p;
@@ -531,10 +571,7 @@ class Lattice {
                 }
             }
         });
-        if (bad)
-            throw std::invalid_argument(
-                "lattice features must be finite and below 1e6 in magnitude "
-                "(is a sigma tiny or not finite?)");
+        if (bad) throw_bad_features();
 
         // 2. Merge the private tables into one numbering, in chunk order.
         KeyTable<D> table = std::move(tables[0]);
@@ -598,6 +635,152 @@ class Lattice {
                 }
             }
         }, 2048);
+    }
+
+    // The build of a 2-D lattice whose feature bounds are known (a pixel grid): the lattice
+    // points are cells of a table that covers the bounds, so a vertex costs an index
+    // computation instead of a hash-table insertion (about 100k of those at 512x512, sxy 3,
+    // mostly missing the cache), and so does each blur neighbour. The points, each pixel's
+    // vertices (in the same order) and weights are those of build_hashed, and so is the
+    // numbering (order of first use; on one chunk, identical). Returns false, leaving the
+    // build to build_hashed, when the table would be much larger than the lattice (tiny
+    // sigmas) or a vertex falls outside it (not expected).
+    template <class Feature>
+    bool build_grid(Feature &feature, const double *scale, const FeatureBounds<D> &bounds,
+                    int threads) {
+        static_assert(D == 2, "the direct-indexed build is for 2-D lattices");
+        // A lattice point (k0, k1, k2), integers summing to 0 and all congruent mod 3, is
+        // given by c = k0 + k1 = -k2 and e = k0 - k1. embed() elevates features f to
+        // (s0 f0 + s1 f1, s1 f1 - s0 f0, -2 s1 f1) (s = scale), so c ~ 2 s1 f1 follows the
+        // image row and e ~ 2 s0 f0 the column. A vertex lies within 7.5 of the elevated point
+        // in each coordinate (rounding to the remainder-0 point: 1.5; bringing it back onto the
+        // plane: 3; the vertex offset: at most 3), so c is within 7.5 of 2 s1 f1 and e, a
+        // difference of two coordinates, within 15 of 2 s0 f0.
+        const double c_min = 2 * scale[1] * bounds.lo[1], c_max = 2 * scale[1] * bounds.hi[1];
+        const double e_min = 2 * scale[0] * bounds.lo[0], e_max = 2 * scale[0] * bounds.hi[0];
+        auto sane = [](double v) { return v > -1e7 && v < 1e7; };  // false for NaN
+        if (!(sane(c_min) && sane(c_max) && sane(e_min) && sane(e_max) && c_min <= c_max &&
+              e_min <= e_max))
+            return false;
+        // In one row c the points have e = 3 (c mod 2) + 6 j (e is a multiple of 3 with the
+        // parity of c), so with e_lo a multiple of 6, cell (c - c_lo, (e - e_lo) / 6) of the
+        // table is one point.
+        const int64_t c_lo = static_cast<int64_t>(std::floor(c_min)) - 8;
+        const int64_t c_hi = static_cast<int64_t>(std::ceil(c_max)) + 8;
+        const int64_t e_lo = 6 * static_cast<int64_t>(std::floor((e_min - 16) / 6));
+        const int64_t e_hi = static_cast<int64_t>(std::ceil(e_max)) + 16;
+        const int64_t rows = c_hi - c_lo + 1, cols = (e_hi - e_lo) / 6 + 1;
+        const int64_t cells = rows * cols;
+        // A pixel reaches 3 points: a table much larger than 3n would be mostly empty.
+        if (cells > std::min<int64_t>(4 * n_ + 65536, INT32_MAX)) return false;
+
+        // 1. Embed the pixels (in parallel); offset_ receives the cells of their vertices. In
+        // 32 bits (the features are below 1e6, see load_batch), unsigned, so that a coordinate
+        // below the table's bounds wraps around above them. (A pixel whose features are
+        // rejected gets the cells of features 0, or cell 0: the build then fails. So does a
+        // vertex outside the table.)
+        const uint32_t c_base = static_cast<uint32_t>(c_lo), e_base = static_cast<uint32_t>(e_lo);
+        const uint32_t num_rows = static_cast<uint32_t>(rows);
+        const uint32_t row_width = static_cast<uint32_t>(cols);
+        std::atomic<bool> bad{false}, outside{false};
+        const int chunks = chunk_count(n_, threads > 1 ? 4 * threads : 1, 16384);
+        run_chunks(n_, chunks, threads, [&](int64_t lo, int64_t hi, int) {
+            alignas(64) float batch_f[D * kBatch], batch_bary[V * kBatch];
+            int32_t batch_rem0[V * kBatch], batch_rank[V * kBatch], batch_mask[V * kBatch];
+            bool batch_ok[kBatch];
+            bool missed = false;
+            for (int64_t start = lo; start < hi; start += kBatch) {
+                const int count = static_cast<int>(std::min<int64_t>(kBatch, hi - start));
+                load_batch(feature, start, count, batch_f, batch_ok, bad);  // reported below
+                embed_batch(batch_f, scale, batch_rem0, batch_rank, batch_mask, batch_bary);
+                int32_t *off = &offset_[static_cast<size_t>(start * V)];
+                std::copy(batch_bary, batch_bary + count * V,
+                          &weight_[static_cast<size_t>(start * V)]);
+                for (int p = 0; p < count; ++p) {
+                    const int32_t *rem0 = &batch_rem0[p * V], *rank = &batch_rank[p * V];
+                    for (int r = 0; r <= D; ++r) {
+                        // Vertex r: rem0 + r on the coordinates ranked <= D - r, r - V on the
+                        // others (as in build_hashed).
+                        const uint32_t k0 =
+                            static_cast<uint32_t>(rem0[0] + (rank[0] <= D - r ? r : r - V));
+                        const uint32_t k1 =
+                            static_cast<uint32_t>(rem0[1] + (rank[1] <= D - r ? r : r - V));
+                        const uint32_t row = k0 + k1 - c_base, e = k0 - k1 - e_base;
+                        const bool inside = row < num_rows && e / 6 < row_width;
+                        missed |= !inside;
+                        off[p * V + r] = static_cast<int32_t>(inside ? row * row_width + e / 6 : 0);
+                    }
+                }
+            }
+            if (missed) outside = true;
+        });
+        if (bad) throw_bad_features();
+        if (outside) return false;  // build_hashed rewrites offset_ and weight_
+
+        // 2. Number the cells in order of first use (one pass in pixel order, about 2 ns a
+        // vertex: a pixel row's new points get consecutive numbers, which the splats and
+        // slices of every iteration prefer to, say, table order), and note the points each
+        // splat block reaches: [block_lo_, block_hi_) (see build_hashed).
+        std::vector<int32_t> number(static_cast<size_t>(cells), -1);
+        std::vector<int32_t> cell_of_point(static_cast<size_t>(cells));
+        int32_t m = 0;
+        const int blocks = splat_blocks();
+        block_lo_.assign(static_cast<size_t>(blocks), 0);
+        block_hi_.assign(static_cast<size_t>(blocks), 0);
+        for (int blk = 0; blk < blocks; ++blk) {
+            int64_t lo, hi;
+            block_bounds(blk, lo, hi);
+            int32_t first = INT32_MAX, last = -1;
+            for (int64_t e = lo * V; e < hi * V; ++e) {
+                int32_t &vertex = offset_[static_cast<size_t>(e)];
+                int32_t &point = number[static_cast<size_t>(vertex)];
+                if (point < 0) {
+                    cell_of_point[static_cast<size_t>(m)] = vertex;
+                    point = m++;
+                }
+                vertex = point;
+                first = std::min(first, point);
+                last = std::max(last, point);
+            }
+            block_lo_[static_cast<size_t>(blk)] = std::min(first, last + 1);
+            block_hi_[static_cast<size_t>(blk)] = last + 1;
+        }
+        m_ = m;
+        if (blocks == 1) block_lo_[0] = 0, block_hi_[0] = m;
+
+        // 3. Blur neighbours (as in build_hashed, m_ = missing), looked up in the table.
+        nbr_.resize(static_cast<size_t>(V * m_ * 2));
+        parallel_for(m_, threads, [&](int64_t lo, int64_t hi) {
+            auto point_at = [&](const int64_t *k) -> int32_t {
+                const int64_t c = k[0] + k[1], e = k[0] - k[1];
+                if (c < c_lo || c > c_hi || e < e_lo || (e - e_lo) / 6 >= cols)
+                    return static_cast<int32_t>(m_);
+                const int32_t p = number[static_cast<size_t>((c - c_lo) * cols + (e - e_lo) / 6)];
+                return p < 0 ? static_cast<int32_t>(m_) : p;
+            };
+            int64_t key[D], n1[D], n2[D];
+            for (int64_t p = lo; p < hi; ++p) {
+                const int64_t cell = cell_of_point[static_cast<size_t>(p)];
+                const int64_t c = c_lo + cell / cols;
+                const int64_t e = e_lo + 6 * (cell % cols) + 3 * (c & 1);
+                key[0] = (c + e) / 2;  // exact: c and e have the same parity
+                key[1] = (c - e) / 2;
+                for (int j = 0; j <= D; ++j) {
+                    for (int d = 0; d < D; ++d) {
+                        n1[d] = key[d] - 1;
+                        n2[d] = key[d] + 1;
+                    }
+                    if (j < D) {
+                        n1[j] = key[j] + D;
+                        n2[j] = key[j] - D;
+                    }
+                    int32_t *out = &nbr_[static_cast<size_t>((j * m_ + p) * 2)];
+                    out[0] = point_at(n1);
+                    out[1] = point_at(n2);
+                }
+            }
+        }, 2048);
+        return true;
     }
 
     template <class T, int KC>

@@ -167,12 +167,13 @@ inline std::shared_ptr<const GridKernel> build_grid_kernel(int64_t h, int64_t w,
     const int64_t n = h * w;
     const float inv = 1.f / sxy;
     const PixelGrid grid(w);
+    const FeatureBounds<2> bounds = grid_bounds(h, w, inv);
     kernel->lattice = std::make_unique<Lattice<2>>(n, [&](int64_t i, float *f) {
         int64_t x, y;
         grid.xy(i, x, y);
         f[0] = static_cast<float>(x) * inv;
         f[1] = static_cast<float>(y) * inv;
-    }, threads);
+    }, threads, &bounds);
     kernel->norm.assign(static_cast<size_t>(n), 1.f);
     kernel->lattice->filter(kernel->norm.data(), kernel->norm.data(), 1, threads);
     for (float &v : kernel->norm) v = 1.f / std::sqrt(v + 1e-20f);

@@ -75,7 +75,9 @@ struct AnyLattice {
 template <int D>
 struct LatticeOf final : AnyLattice {
     template <class Feature>
-    LatticeOf(int64_t n, Feature &&feature, int threads) : lattice(n, feature, threads) {}
+    LatticeOf(int64_t n, Feature &&feature, int threads,
+              const bl::FeatureBounds<D> *bounds = nullptr)
+        : lattice(n, feature, threads, bounds) {}
     int dim() const override { return D; }
     int64_t num_pixels() const override { return lattice.num_pixels(); }
     int64_t num_points() const override { return lattice.num_points(); }
@@ -132,12 +134,13 @@ class PyLattice {
         const float inv = static_cast<float>(1.0 / sigma_xy);
         nb::gil_scoped_release release;
         const bl::PixelGrid grid(width);
+        const bl::FeatureBounds<2> bounds = bl::grid_bounds(height, width, inv);
         return PyLattice(std::make_unique<LatticeOf<2>>(height * width, [=](int64_t i, float *f) {
             int64_t x, y;
             grid.xy(i, x, y);
             f[0] = static_cast<float>(x) * inv;
             f[1] = static_cast<float>(y) * inv;
-        }, threads));
+        }, threads, &bounds));
     }
 
     static PyLattice from_features(Input<float> features, int num_threads) {

@@ -256,3 +256,24 @@ def test_lattice_is_reused_across_filterings() -> None:
     np.testing.assert_array_equal(lattice.filter(values.reshape(2, -1)), first)
     np.testing.assert_array_equal(first.reshape(2, 24, 24),
                                   bilateral_filter(image, values, 5.0, 20.0))
+
+
+@pytest.mark.parametrize("h, w, sigma", [(1, 1, 3.0), (1, 9, 0.5), (40, 33, 3.0), (64, 200, 1.3),
+                                         (260, 300, 2.0), (130, 257, 40.0), (300, 300, 0.05)])
+def test_grid_lattice_equals_the_general_lattice(h: int, w: int, sigma: float) -> None:
+    """`Lattice.from_grid` indexes its points in a table over the grid's bounds (ext/lattice.hpp,
+    build_grid; at sigma 0.05 the table would be too sparse and it hashes them instead), the
+    general lattice of the same features hashes them: the same points and simplices, so the
+    filters agree bit for bit, on any number of threads."""
+    from bench import _bilateral
+
+    rng = np.random.default_rng(h * w)
+    xy = np.stack(np.meshgrid(np.arange(w), np.arange(h)), -1).reshape(-1, 2)
+    features = xy.astype(np.float32) * np.float32(1 / sigma)  # as from_grid computes them
+    values = rng.random((2, h * w)).astype(np.float32)
+    general = _bilateral.Lattice.from_features(features, 1)
+    expected = general.filter(values, 1)
+    for threads in (1, 2, 3):
+        grid = _bilateral.Lattice.from_grid(h, w, sigma, threads)
+        assert grid.num_points == general.num_points
+        np.testing.assert_array_equal(grid.filter(values, threads), expected)
