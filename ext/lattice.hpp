@@ -5,9 +5,10 @@
 // A Lattice<D> is built once per image from its D-dimensional features (already divided by
 // their standard deviations). Construction embeds every pixel in the lattice, finds the D+1
 // vertices of its enclosing simplex and their barycentric weights, numbers the lattice points
-// with a hash table and precomputes the blur neighbours. filter() then only splats, blurs and
-// slices, so repeated filterings of one image (mean-field iterations) pay nothing for
-// construction.
+// with a hash table (a 2-D lattice over a pixel grid: a table indexed by the point's
+// coordinates, see build_grid) and precomputes the blur neighbours. filter() then only
+// splats, blurs and slices, so repeated filterings of one image (mean-field iterations) pay
+// nothing for construction.
 //
 // filter() approximates   out_i = sum_j exp(-|f_i - f_j|^2 / 2) * in_j   (self term included):
 // the lattice result is multiplied by scale() = sqrt(D+1) * (4*pi/3)^(D/2), the ratio between
@@ -676,9 +677,9 @@ class Lattice {
 
         // 1. Embed the pixels (in parallel); offset_ receives the cells of their vertices. In
         // 32 bits (the features are below 1e6, see load_batch), unsigned, so that a coordinate
-        // below the table's bounds wraps around above them. (A pixel whose features are
-        // rejected gets the cells of features 0, or cell 0: the build then fails. So does a
-        // vertex outside the table.)
+        // below the table's bounds wraps around above them. A vertex outside the table gets
+        // cell 0 and hands the build to build_hashed; a pixel whose features are rejected gets
+        // those of features 0, and the build fails.
         const uint32_t c_base = static_cast<uint32_t>(c_lo), e_base = static_cast<uint32_t>(e_lo);
         const uint32_t num_rows = static_cast<uint32_t>(rows);
         const uint32_t row_width = static_cast<uint32_t>(cols);
@@ -708,7 +709,8 @@ class Lattice {
                         const uint32_t row = k0 + k1 - c_base, e = k0 - k1 - e_base;
                         const bool inside = row < num_rows && e / 6 < row_width;
                         missed |= !inside;
-                        off[p * V + r] = static_cast<int32_t>(inside ? row * row_width + e / 6 : 0);
+                        const uint32_t cell = inside ? row * row_width + e / 6 : 0;
+                        off[p * V + r] = static_cast<int32_t>(cell);
                     }
                 }
             }
@@ -717,10 +719,11 @@ class Lattice {
         if (bad) throw_bad_features();
         if (outside) return false;  // build_hashed rewrites offset_ and weight_
 
-        // 2. Number the cells in order of first use (one pass in pixel order, about 2 ns a
-        // vertex: a pixel row's new points get consecutive numbers, which the splats and
-        // slices of every iteration prefer to, say, table order), and note the points each
-        // splat block reaches: [block_lo_, block_hi_) (see build_hashed).
+        // 2. Number the cells in order of first use, in one pass in pixel order (about 1 ns a
+        // vertex), and note the points each splat block reaches: [block_lo_, block_hi_) (see
+        // build_hashed). A pixel row's new points thus get consecutive numbers, which the
+        // splats and slices of every iteration prefer: numbered in table order instead, a
+        // splat took 2-5% longer.
         std::vector<int32_t> number(static_cast<size_t>(cells), -1);
         std::vector<int32_t> cell_of_point(static_cast<size_t>(cells));
         int32_t m = 0;
@@ -746,7 +749,6 @@ class Lattice {
             block_hi_[static_cast<size_t>(blk)] = last + 1;
         }
         m_ = m;
-        if (blocks == 1) block_lo_[0] = 0, block_hi_[0] = m;
 
         // 3. Blur neighbours (as in build_hashed, m_ = missing), looked up in the table.
         nbr_.resize(static_cast<size_t>(V * m_ * 2));
@@ -755,8 +757,9 @@ class Lattice {
                 const int64_t c = k[0] + k[1], e = k[0] - k[1];
                 if (c < c_lo || c > c_hi || e < e_lo || (e - e_lo) / 6 >= cols)
                     return static_cast<int32_t>(m_);
-                const int32_t p = number[static_cast<size_t>((c - c_lo) * cols + (e - e_lo) / 6)];
-                return p < 0 ? static_cast<int32_t>(m_) : p;
+                const int64_t cell = (c - c_lo) * cols + (e - e_lo) / 6;
+                const int32_t p = number[static_cast<size_t>(cell)];
+                return p < 0 ? static_cast<int32_t>(m_) : p;  // -1: a cell no pixel reaches
             };
             int64_t key[D], n1[D], n2[D];
             for (int64_t p = lo; p < hi; ++p) {
