@@ -582,3 +582,50 @@ def test_soft_segmenter_stage_is_thresholded_on_the_calibration_split(
     assert records[soft]["output"] == "soft"
     threshold = records[soft]["threshold"]
     assert threshold["chosen_on"] == "val" and 0 < threshold["value"] < 1
+
+
+def test_agreement_keeps_labels_the_network_agrees_with() -> None:
+    from bench.nn.segmenter import agreement
+
+    labels = np.array([[0, 1, 255, 1, 0]], np.uint8)
+    pred = np.array([[0, 0, 1, 1, 1]], np.uint8)
+    np.testing.assert_array_equal(agreement(labels, pred), [[0, 255, 255, 1, 255]])
+
+
+def test_self_train_retrains_on_what_labels_and_network_agree_on(tmp_path: Path) -> None:
+    from bench.nn.segmenter import agreement
+
+    train = squares(6, size=32)
+    labels = [s.mask.copy() for s in train]
+    labels[0][:4] = 1  # label noise the network need not follow
+    seg = tiny(tmp_path, epochs=2, self_train=1)
+    rounds: list[list[np.ndarray]] = []
+    views: list[list[np.ndarray]] = []
+    fit_round, predict_labels = seg._fit_round, seg.predict_labels
+    seg._fit_round = lambda s, i, targets, v, r: (  # type: ignore[method-assign]
+        rounds.append(targets), fit_round(s, i, targets, v, r))[1]
+    seg.predict_labels = lambda images: (  # type: ignore[method-assign]
+        views.append(predict_labels(images)), views[-1])[1]
+    seg.fit(train, labels)
+    assert len(rounds) == 2 and len(views) == 1
+    for first, second, view in zip(rounds[0], rounds[1], views[0], strict=True):
+        np.testing.assert_array_equal(second, agreement(first, view))
+    assert any((second == 255).any() for second in rounds[1])
+    assert [h["round"] for h in seg.history] == [1, 1, 2, 2]
+    assert not seg.checkpoint_path(1).exists() and not seg.checkpoint_path().exists()
+
+
+def test_photometric_distortion_changes_colours_only(tmp_path: Path) -> None:
+    sample = squares(1, size=48)[0]
+    seg = tiny(tmp_path, crop_size=48, scale_min=1.0, scale_max=1.0, flip=False)
+    seg._norm = seg.normalization()
+    plain = seg._make_batch([sample.image], [sample.mask], np.array([0]),
+                            np.random.default_rng(4), torch.device("cpu"))
+    seg.params = dataclasses.replace(seg.params, photometric=True)
+    changed = [seg._make_batch([sample.image], [sample.mask], np.array([0]),
+                               np.random.default_rng(s), torch.device("cpu")) for s in range(8)]
+    for raw, target, valid in changed:
+        torch.testing.assert_close(target, plain[1])  # the same crop: labels as they were
+        assert torch.equal(valid, plain[2])
+        assert 0 <= raw.min() and raw.max() <= 255
+    assert sum(not torch.allclose(raw, plain[0]) for raw, _, _ in changed) >= 6

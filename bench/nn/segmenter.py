@@ -92,6 +92,10 @@ class TorchSegmenter(Segmenter):
             scale_min, scale_max: random rescaling range applied before cropping (relative to
                 the working resolution).
             flip: random horizontal flips.
+            photometric: random photometric distortion of each crop, after mmseg's
+                ``PhotoMetricDistortion`` (each with probability 0.5: brightness +-32 levels,
+                contrast and saturation x0.5-1.5, hue +-18 of 180 degrees), so that the network
+                cannot tell smoke by the colours and lighting of the training photos alone.
             optimizer: ``sgd`` (momentum, the DeepLab recipe) or ``adamw``.
             lr: base learning rate, decayed with the poly schedule ``(1 - it/total)**poly_power``.
             head_lr_mult: learning-rate factor for everything but the pretrained backbone.
@@ -104,6 +108,10 @@ class TorchSegmenter(Segmenter):
                 buffers), updated after every step; the average is the trained network (0: the
                 last step's weights). A few hundred steps on noisy labels end wherever the last
                 batches left them; the average does not.
+            self_train: rounds of self-training after the first: the trained network predicts
+                its training images (with the inference settings), pixels where it disagrees
+                with the labels become ignore, and a new network is trained from the initial
+                weights on what both agree on (each round ``epochs`` long).
             class_balance: exponent ``a`` of the smoke class weight ``(n_bg / n_smoke) ** a``
                 in the cross-entropy, with the pixel counts of the training labels (255 not
                 counted): 0 is plain cross-entropy, 0.5 weights smoke by the square root of its
@@ -141,6 +149,7 @@ class TorchSegmenter(Segmenter):
         scale_min: float = 0.5
         scale_max: float = 2.0
         flip: bool = True
+        photometric: bool = False
         optimizer: str = "sgd"
         lr: float = 0.007
         head_lr_mult: float = 10.0
@@ -150,6 +159,7 @@ class TorchSegmenter(Segmenter):
         amp: bool = True
         freeze_bn: bool = False
         ema: float = 0.0
+        self_train: int = 0
         class_balance: float = 0.0
         crf_weight: float = 0.0
         crf_sigma_rgb: float = 15.0
@@ -177,6 +187,8 @@ class TorchSegmenter(Segmenter):
                 raise ValueError(f"optimizer must be sgd or adamw, not '{self.optimizer}'")
             if self.lr <= 0 or self.head_lr_mult <= 0:
                 raise ValueError("lr and head_lr_mult must be > 0")
+            if self.self_train < 0:
+                raise ValueError("self_train must be >= 0")
             if not 0 <= self.ema < 1:
                 raise ValueError("ema must be in [0, 1) (0: no average)")
             if self.class_balance < 0:
@@ -243,9 +255,10 @@ class TorchSegmenter(Segmenter):
         mean, std = self._mean_std(raw.device)
         return (raw.float() / 255.0 - mean) / std
 
-    def checkpoint_path(self) -> Path:
-        """Where the per-epoch checkpoint lives."""
-        return Path(self.ctx.workdir) / "checkpoints" / "last.pt"
+    def checkpoint_path(self, round_: int = 0) -> Path:
+        """Where the per-epoch checkpoint of training round ``round_`` (`self_train`) lives."""
+        return Path(self.ctx.workdir) / "checkpoints" / ("last.pt" if not round_ else
+                                                         f"round{round_ + 1}.pt")
 
     def _fingerprint(self, train: Sequence[Sample], labels: Sequence[np.ndarray]) -> str:
         """What a checkpoint must match to be resumed: training parameters and data."""
@@ -287,8 +300,24 @@ class TorchSegmenter(Segmenter):
             warnings.warn(f"{type(self).__name__}: every training pixel is ignore (255); the "
                           "cross-entropy term is zero", stacklevel=2)
         val_items = self._val_items(val)
-        self.class_weights = class_weights(targets, p.class_balance)
+        history: list[dict[str, Any]] = []
+        for round_ in range(p.self_train + 1):
+            if round_:
+                # the network's own view of its training images: where it disagrees with the
+                # labels, neither is trusted (ignore), and the next round learns the rest
+                targets = [agreement(lab, pred) for lab, pred in
+                           zip(targets, self.predict_labels(images), strict=True)]
+            history += self._fit_round(samples, images, targets, val_items, round_)
+        self.history = history
+        assert self.model is not None
+        self.model.eval()
 
+    def _fit_round(self, samples: list[Sample], images: list[np.ndarray],
+                   targets: list[np.ndarray], val_items: list[tuple[np.ndarray, np.ndarray]],
+                   round_: int) -> list[dict[str, Any]]:
+        """One training run from the initial weights on ``targets``; sets ``self.model``."""
+        p = self.params
+        self.class_weights = class_weights(targets, p.class_balance)
         device = self.device
         # the new layers' initialisation follows this run's seed, not the caller's RNG state
         torch.manual_seed(self.ctx.seed)
@@ -308,13 +337,15 @@ class TorchSegmenter(Segmenter):
         total_iters = p.epochs * batches_per_epoch
         fingerprint = self._fingerprint(samples, targets)
         ema = self._make_ema(model)
-        start_epoch, history = self._resume(model, optimizer, scaler, fingerprint, device, ema)
+        start_epoch, history = self._resume(model, optimizer, scaler, fingerprint, device, ema,
+                                            round_)
         trained = ema.module if ema is not None else model
 
         from bench.progress import progress
 
         stage = (self.ctx.extra or {}).get("stage", type(self).__name__)
-        bar = progress(total=total_iters, desc=f"{stage} train", enabled=self.ctx.progress,
+        desc = f"{stage} train" + (f" (round {round_ + 1})" if p.self_train else "")
+        bar = progress(total=total_iters, desc=desc, enabled=self.ctx.progress,
                        initial=start_epoch * batches_per_epoch)
         try:
             for epoch in range(start_epoch, p.epochs):
@@ -347,7 +378,8 @@ class TorchSegmenter(Segmenter):
                     bar.update(1)
                     bar.set_postfix(loss=f"{parts['loss']:.4f}", epoch=epoch + 1)
                 record: dict[str, Any] = {
-                    "epoch": epoch + 1, "lr": lr_now,
+                    "epoch": epoch + 1, "lr": lr_now, **({"round": round_ + 1}
+                                                         if p.self_train else {}),
                     **{k: v / batches_per_epoch for k, v in sums.items()},
                 }
                 last = epoch + 1 == p.epochs
@@ -361,18 +393,18 @@ class TorchSegmenter(Segmenter):
                 history.append(record)
                 if ddp.rank_world()[0] == 0:
                     self._save_checkpoint(model, optimizer, scaler, epoch + 1, history,
-                                          fingerprint, ema)
+                                          fingerprint, ema, round_)
                 self.on_epoch_end(record)
         finally:
             bar.close()
         trained.eval()
         self.model = trained
-        self.history = history
-        if not p.keep_checkpoints and self.checkpoint_path().exists() and \
-                ddp.rank_world()[0] == 0:
-            self.checkpoint_path().unlink()
+        path = self.checkpoint_path(round_)
+        if not p.keep_checkpoints and path.exists() and ddp.rank_world()[0] == 0:
+            path.unlink()
             with contextlib.suppress(OSError):  # the folder, unless something else is in it
-                self.checkpoint_path().parent.rmdir()
+                path.parent.rmdir()
+        return history
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, raw: torch.Tensor,
              valid: torch.Tensor, crf: nn.Module | None = None
@@ -505,6 +537,8 @@ class TorchSegmenter(Segmenter):
             img_f = img_f[0].clamp(0, 255)
             if p.flip and rng.random() < 0.5:
                 img_f, lab_t = img_f.flip(-1), lab_t.flip(-1)
+            if p.photometric:
+                img_f = photometric_distortion(img_f, rng)
             raw = torch.zeros(3, size, size, device=device)
             target = torch.full((size, size), IGNORE, dtype=torch.int64, device=device)
             valid = torch.zeros(size, size, dtype=torch.bool, device=device)
@@ -520,8 +554,8 @@ class TorchSegmenter(Segmenter):
     # ------------------------------------------------------------------ checkpoints
     def _resume(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                 scaler: torch.amp.GradScaler, fingerprint: str, device: torch.device,
-                ema: Any | None = None) -> tuple[int, list[dict[str, Any]]]:
-        path = self.checkpoint_path()
+                ema: Any | None = None, round_: int = 0) -> tuple[int, list[dict[str, Any]]]:
+        path = self.checkpoint_path(round_)
         if not path.exists():
             return 0, []
         try:
@@ -544,13 +578,13 @@ class TorchSegmenter(Segmenter):
     def _save_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                          scaler: torch.amp.GradScaler, epoch: int,
                          history: list[dict[str, Any]], fingerprint: str,
-                         ema: Any | None = None) -> None:
+                         ema: Any | None = None, round_: int = 0) -> None:
         state = {"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                  "history": history}
         if ema is not None:
             state["ema"] = ema.module.state_dict()
-        with atomic_path(self.checkpoint_path()) as tmp:
+        with atomic_path(self.checkpoint_path(round_)) as tmp:
             torch.save(state, tmp)
 
     # ------------------------------------------------------------------ validation
@@ -657,6 +691,11 @@ class TorchSegmenter(Segmenter):
         ``soft``: `predict_proba`)."""
         if self.params.soft:
             return self.predict_proba(images)
+        return self.predict_labels(images)
+
+    def predict_labels(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """The argmax label map (uint8, 0 background, 1 smoke) of every image, whatever
+        ``soft`` says."""
         if not self.params.infer_crf:
             return [self.logits(im).argmax(0).numpy().astype(np.uint8) for im in images]
         return [self.probabilities(im).argmax(0).astype(np.uint8) for im in images]
@@ -714,6 +753,34 @@ def class_weights(labels: Sequence[np.ndarray], balance: float) -> tuple[float, 
     if not smoke or not background:
         return 1.0, 1.0
     return 1.0, float(min(MAX_CLASS_WEIGHT, max(1.0, (background / smoke) ** balance)))
+
+
+def photometric_distortion(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """mmseg's ``PhotoMetricDistortion`` on a float ``3 x H x W`` RGB image in 0..255 (random
+    draws from ``rng``): brightness, then contrast before or after saturation and hue, each
+    applied with probability 0.5; torchvision's colour operations."""
+    from torchvision.transforms.v2 import functional as tvf
+
+    x = image / 255.0
+    if rng.random() < 0.5:
+        x = (x + float(rng.uniform(-32, 32)) / 255.0).clamp(0, 1)
+    contrast_first = rng.random() < 0.5
+    contrast = float(rng.uniform(0.5, 1.5)) if rng.random() < 0.5 else None
+    if contrast is not None and contrast_first:
+        x = tvf.adjust_contrast(x, contrast)
+    if rng.random() < 0.5:
+        x = tvf.adjust_saturation(x, float(rng.uniform(0.5, 1.5)))
+    if rng.random() < 0.5:
+        x = tvf.adjust_hue(x, float(rng.uniform(-18, 18)) / 180.0)
+    if contrast is not None and not contrast_first:
+        x = tvf.adjust_contrast(x, contrast)
+    return x * 255.0
+
+
+def agreement(labels: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """``labels`` where ``prediction`` (0/1) agrees with them, ignore (255) elsewhere; ignore
+    stays ignore."""
+    return np.where(labels == prediction, labels, IGNORE).astype(np.uint8)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
