@@ -36,8 +36,8 @@ class DeepLabV3Plus(TorchSegmenter):
     on the validation split); 255 is ignored by the partial cross-entropy. ``crf_weight=2e-9``
     adds the DenseCRF loss of Tang et al. (ECCV 2018). Quick profile: EfficientNet-Lite0 with
     packaged ImageNet weights, 128-px crops, 4 epochs of AdamW on CPU, smoke weighted by the
-    square root of its inverse frequency, flip test-time augmentation; full profile: ResNet-101, 512-px crops, 60 epochs of
-    SGD, plain cross-entropy.
+    square root of its inverse frequency, flip test-time augmentation; full profile: ResNet-101,
+    512-px crops, 60 epochs of SGD, plain cross-entropy.
 
     Full-profile defaults are the paper settings: ResNet-101 encoder with ImageNet weights,
     output stride 16 with ASPP rates 6/12/18, 256 decoder channels (Chen et al., ECCV 2018), SGD

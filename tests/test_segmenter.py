@@ -476,7 +476,7 @@ def test_inference_builds_no_autograd_graph(tmp_path: Path) -> None:
     assert seg.predict_proba([np.zeros((16, 16, 3), np.uint8)])[0].shape == (16, 16)
 
 
-# --------------------------------------------------------------------------- ema, freeze_bn, flip, soft
+# ------------------------------------------------------------- ema, freeze_bn, flip, soft
 class TinyWithBackbone(Tiny):
     """`Tiny` whose first conv and batch norm are the "pretrained backbone"."""
 
@@ -627,5 +627,5 @@ def test_photometric_distortion_changes_colours_only(tmp_path: Path) -> None:
     for raw, target, valid in changed:
         torch.testing.assert_close(target, plain[1])  # the same crop: labels as they were
         assert torch.equal(valid, plain[2])
-        assert 0 <= raw.min() and raw.max() <= 255
+        assert raw.min() >= 0 and raw.max() <= 255
     assert sum(not torch.allclose(raw, plain[0]) for raw, _, _ in changed) >= 6

@@ -64,10 +64,10 @@ def precision_recall(preds: list[np.ndarray], masks: list[np.ndarray]) -> tuple[
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "issue 11 is open: the quick recipe (class_balance=0.5, infer_flip) reaches recall 0.50 here (plain "
-    "cross-entropy: about 0.34); over training seeds it ranges 0.38-0.71, so it does not reliably "
-    "go beyond labels that call the thin part of the smoke background. Remove this mark when "
-    "a recipe passes (strict: an unexpected pass fails the suite)"))
+    "issue 11 is open: the quick recipe (class_balance=0.5, infer_flip) reaches recall 0.50 here "
+    "(plain cross-entropy: about 0.34); over training seeds it ranges 0.38-0.71, so it does not "
+    "reliably go beyond labels that call the thin part of the smoke background. Remove this "
+    "mark when a recipe passes (strict: an unexpected pass fails the suite)"))
 def test_quick_segmenter_goes_beyond_incomplete_pseudo_labels(tmp_path: Path) -> None:
     discover()
     train = scenes(0, 48)
