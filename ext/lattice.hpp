@@ -97,6 +97,20 @@ inline FeatureBounds<2> grid_bounds(int64_t h, int64_t w, float inv) {
             {static_cast<float>(w - 1) * inv, static_cast<float>(h - 1) * inv}};
 }
 
+/// The keys of a lattice point's two neighbours along blur axis ``j`` (0..D): the point plus and
+/// minus the lattice vector of axis j, (D+1) e_j - 1 in the remainder-0 coordinates.
+template <int D, class Key>
+inline void neighbour_keys(const Key *key, int j, Key *n1, Key *n2) {
+    for (int d = 0; d < D; ++d) {
+        n1[d] = key[d] - 1;
+        n2[d] = key[d] + 1;
+    }
+    if (j < D) {
+        n1[j] = key[j] + D;
+        n2[j] = key[j] - D;
+    }
+}
+
 template <int D>
 class Lattice {
   public:
@@ -621,14 +635,7 @@ class Lattice {
             for (int64_t p = lo; p < hi; ++p) {
                 const int32_t *key = table.key(static_cast<size_t>(p));
                 for (int j = 0; j <= D; ++j) {
-                    for (int d = 0; d < D; ++d) {
-                        n1[d] = key[d] - 1;
-                        n2[d] = key[d] + 1;
-                    }
-                    if (j < D) {
-                        n1[j] = key[j] + D;
-                        n2[j] = key[j] - D;
-                    }
+                    neighbour_keys<D>(key, j, n1, n2);
                     const int32_t a = table.find(n1), b = table.find(n2);
                     int32_t *out = &nbr_[static_cast<size_t>((j * m_ + p) * 2)];
                     out[0] = a < 0 ? static_cast<int32_t>(m_) : a;
@@ -769,14 +776,7 @@ class Lattice {
                 key[0] = (c + e) / 2;  // exact: c and e have the same parity
                 key[1] = (c - e) / 2;
                 for (int j = 0; j <= D; ++j) {
-                    for (int d = 0; d < D; ++d) {
-                        n1[d] = key[d] - 1;
-                        n2[d] = key[d] + 1;
-                    }
-                    if (j < D) {
-                        n1[j] = key[j] + D;
-                        n2[j] = key[j] - D;
-                    }
+                    neighbour_keys<D>(key, j, n1, n2);
                     int32_t *out = &nbr_[static_cast<size_t>((j * m_ + p) * 2)];
                     out[0] = point_at(n1);
                     out[1] = point_at(n2);
