@@ -309,8 +309,6 @@ class TorchSegmenter(Segmenter):
                            zip(targets, self.predict_labels(images), strict=True)]
             history += self._fit_round(samples, images, targets, val_items, round_)
         self.history = history
-        assert self.model is not None
-        self.model.eval()
 
     def _fit_round(self, samples: list[Sample], images: list[np.ndarray],
                    targets: list[np.ndarray], val_items: list[tuple[np.ndarray, np.ndarray]],
