@@ -148,6 +148,7 @@ def _precision_cams(backbone: str, device: str, variants: dict[str, tuple[str, A
     for name, (autocast, channels_last) in variants.items():
         params = ClassifierCam.Params(backbone=backbone, weights=weights, input_size=side,
                                       cam_scale=1.0, autocast=autocast,  # type: ignore[arg-type]
+                                      autocast_tol=0.0,  # measured and reported below
                                       channels_last=channels_last)
         cam = ClassifierCam(params, RunContext(device=device, seed=0, progress=False))
         if cams:

@@ -193,10 +193,50 @@ def test_float16_agrees_to_1e_2(tmp_path: Path, backbone: str,
 def test_cpu_bfloat16_agrees(tmp_path: Path, backbone: str, channels_last: object) -> None:
     for seed in range(2):
         ref, bf16 = pair(tmp_path, backbone, seed=seed, autocast="bfloat16",
-                         channels_last=channels_last)
+                         channels_last=channels_last, autocast_tol=5e-2)
         assert bf16.cam_dtype() == torch.bfloat16
         diff = differences(ref, bf16, seed)
         assert float(diff.mean()) <= 1e-2 and float(diff.max()) <= 5e-2
+        # the plugin's own check measured the same batch against its own float32 maps
+        assert bf16.autocast_agreement is not None
+        assert bf16.autocast_agreement[0] == pytest.approx(float(diff.max()), abs=1e-5)
+        assert bf16.autocast_agreement[1] == pytest.approx(float(diff.mean()), abs=1e-6)
+
+
+@pytest.mark.skipif(not CPU_BF16, reason="this CPU has no bfloat16 kernels in torch's oneDNN")
+def test_disagreement_beyond_autocast_tol_stops_the_run(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """bfloat16 maps are never bit-identical to float32 ones on a structured map: a tolerance
+    of 1e-6 must refuse them with one line naming the measured difference; 0 skips the check;
+    the check runs on the first batch only."""
+    _, strict = pair(tmp_path, "resnet18", autocast="bfloat16", autocast_tol=1e-6)
+    with pytest.raises(ConfigError) as info:
+        strict.compute(squares())
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith("ClassifierCam: autocast=bfloat16 CAMs differ from float32 by up to ")
+    assert "first batch of 3 image(s), beyond autocast_tol=1e-06: use autocast=off" in text
+    measured = strict.autocast_agreement
+    assert measured is not None and measured[0] > 1e-6
+    assert f"up to {measured[0]:.3g} " in text
+
+    _, unchecked = pair(tmp_path, "resnet18", autocast="bfloat16", autocast_tol=0)
+    unchecked.compute(squares())
+    assert unchecked.autocast_agreement is None
+
+    _, loose = pair(tmp_path, "resnet18", autocast="bfloat16", autocast_tol=1.0)
+    loose.compute(squares())
+    assert loose.autocast_agreement is not None
+    monkeypatch.setattr(ClassifierCam, "_check_agreement",
+                        lambda *a: pytest.fail("checked twice"))
+    loose.compute(squares(seed=1))  # later batches: no second float32 pass
+
+    off = make(tmp_path, "resnet18", autocast="off", autocast_tol=1e-9)
+    off.build()
+    off.compute(squares())
+    assert off.autocast_agreement is None  # float32 itself: nothing to compare
+    with pytest.raises(ValueError, match="autocast_tol must be >= 0"):
+        ClassifierCam.Params(weights="none", autocast_tol=-1)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
@@ -207,7 +247,7 @@ def test_cuda_autocast_agrees(tmp_path: Path, backbone: str, setting: str) -> No
     bfloat16 where the GPU has it, with the CPU test's bounds."""
     if setting == "bfloat16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bfloat16")
-    ref, low = pair(tmp_path, backbone, device="cuda", autocast=setting)
+    ref, low = pair(tmp_path, backbone, device="cuda", autocast=setting, autocast_tol=5e-2)
     assert low.cam_dtype() == (torch.bfloat16 if setting == "bfloat16" else torch.float16)
     diff = differences(ref, low)
     if setting == "bfloat16":
