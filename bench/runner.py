@@ -382,8 +382,21 @@ class CellRunner:
                 plugin.fit(train, maps)
         elif isinstance(plugin, Segmenter):
             labels = self.training_labels(states, i, data)
+            if plugin.wants_cam_source():
+                plugin.bind_cam_source(self.cam_source(states, i, data))
             with self.blame(i, "training"):
                 plugin.fit(train, labels, data[calib] if calib != "train" else [])
+
+    def cam_source(self, states: list[StageState], i: int, data: SplitData) -> CamSource:
+        """The pipeline's first stage, trained, with its wrappers removed (for stage ``i``)."""
+        if i == 0 or self.infos[0].kind not in ("cam", "wrapper"):
+            raise ConfigError(f"'{self.spec.text}': stage '{states[i].spec_text}' starts from "
+                              "the pipeline's CAM source, and this pipeline has none")
+        source = self.ensure_ready(states, 0, data)
+        while isinstance(source, CamWrapper):
+            source = source.inner
+        assert isinstance(source, CamSource)
+        return source
 
     def training_labels(self, states: list[StageState], i: int,
                         data: SplitData) -> list[np.ndarray]:

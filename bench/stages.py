@@ -227,6 +227,15 @@ class Segmenter(Plugin):
         """Return one map per image at its size: labels (uint8) or a soft map (``output``)."""
         raise NotImplementedError
 
+    def wants_cam_source(self) -> bool:
+        """Whether `fit` needs the pipeline's trained CAM source (e.g. to start from its
+        fine-tuned backbone); the runner then calls `bind_cam_source` before `fit`."""
+        return False
+
+    def bind_cam_source(self, source: CamSource) -> None:
+        """Receive the pipeline's trained CAM source (wrappers removed) before `fit`."""
+        raise NotImplementedError(f"{type(self).__name__} does not use a CAM source")
+
 
 def check_cam(cam: np.ndarray, image: np.ndarray, who: str) -> np.ndarray:
     """Validate a CAM against its image: float HxW with values in [0, 1]; returns float32."""

@@ -19,6 +19,7 @@ from bench import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PACKAGED_ENCODERS,
+    ConfigError,
     TorchSegmenter,
     WeightsError,
     packaged_state_dict,
@@ -60,8 +61,10 @@ class DeepLabV3Plus(TorchSegmenter):
                 ``convnext_tiny``, ...) used through smp's ``tu-`` universal encoder; a name timm
                 does not know is passed to smp as one of its own encoders.
             weights: ``auto`` (packaged weights where a package ships them, else ImageNet
-                weights from the timm hub), ``imagenet``, ``packaged``, ``none`` (random init)
-                or the path of a state dict of the timm model.
+                weights from the timm hub), ``imagenet``, ``packaged``, ``none`` (random init),
+                ``cam`` (the backbone of the pipeline's classifier CAM source as trained on
+                the image-level labels; it must be the encoder's timm architecture) or the
+                path of a state dict of the timm model.
             output_stride: 16 or 8 (8: dilated last two stages, doubles the rates' meaning).
             atrous_rates: ASPP dilation rates (6:12:18 at stride 16, as in the paper).
             decoder_channels: ASPP / decoder width.
@@ -91,11 +94,60 @@ class DeepLabV3Plus(TorchSegmenter):
                   "class_balance": 0.5, "infer_flip": True, "val_every": 4, "val_limit": 16},
     }
 
+    def __init__(self, params: Any | None = None, ctx: Any | None = None) -> None:
+        super().__init__(params, ctx)
+        #: ``weights=cam``: the CAM source's backbone weights (`bind_cam_source`)
+        self._cam_state: dict[str, Any] | None = None
+        self._cam_state_of = ""
+
     @classmethod
     def initial_weights(cls, params: Any, profile: str) -> str | None:
-        """The encoder's initial weights (``auto``: packaged where a package ships them)."""
+        """The encoder's initial weights (``auto``: packaged where a package ships them;
+        ``cam``: none of its own, the CAM source's stage reports where they started)."""
+        if params.weights == "cam":
+            return None
         return weights_origin(params.weights,
                               auto="packaged" if params.encoder in PACKAGED_ENCODERS else "hub")
+
+    def _arch(self) -> str:
+        """The timm architecture of the encoder (a packaged encoder's weights' definition)."""
+        name = self.params.encoder
+        return PACKAGED_ENCODERS[name][0] if name in PACKAGED_ENCODERS else name
+
+    def wants_cam_source(self) -> bool:
+        return self.params.weights == "cam"
+
+    def bind_cam_source(self, source: Any) -> None:
+        """``weights=cam``: keep the trained CAM source's backbone (its timm state dict) for
+        the encoder; its architecture must be the encoder's."""
+        net = getattr(source, "net", None)
+        backbone = getattr(getattr(source, "params", None), "backbone", None)
+        if net is None or backbone is None:
+            raise ConfigError(f"{self.name or 'deeplabv3plus'}[weights=cam]: CAM source "
+                              f"'{source.name or type(source).__name__}' has no trained timm "
+                              "backbone to start the encoder from")
+        if backbone != self._arch():
+            raise ConfigError(f"{self.name or 'deeplabv3plus'}[weights=cam]: the CAM source's "
+                              f"backbone is '{backbone}', the encoder is '{self._arch()}' "
+                              f"(encoder={self.params.encoder}): they must be the same "
+                              "architecture")
+        self._cam_state = {k: v.detach().cpu().clone()
+                           for k, v in net.model.state_dict().items()}
+        self._cam_state_of = source.name or type(source).__name__
+
+    def _load_cam_encoder(self, model: nn.Module) -> None:
+        """Copy the CAM source's backbone into the encoder: every encoder tensor must be
+        there with its shape (the classifier's head and final layers have no counterpart)."""
+        assert self._cam_state is not None
+        encoder = model.encoder.model  # smp's TimmUniversalEncoder: the timm features model
+        own = encoder.state_dict()
+        missing = [k for k in own if k not in self._cam_state
+                   or self._cam_state[k].shape != own[k].shape]
+        if missing:
+            raise ConfigError(f"{self.name or 'deeplabv3plus'}[weights=cam]: the backbone of "
+                              f"'{self._cam_state_of}' lacks {len(missing)} of the encoder's "
+                              f"{len(own)} tensors (e.g. {missing[0]})")
+        encoder.load_state_dict({k: self._cam_state[k] for k in own})
 
     @classmethod
     def hub_weights(cls, params: Any, profile: str) -> list[dict[str, str]]:
@@ -120,6 +172,14 @@ class DeepLabV3Plus(TorchSegmenter):
         name = p.encoder
         if weights == "auto":
             weights = "packaged" if name in PACKAGED_ENCODERS else "imagenet"
+        if weights == "cam":
+            if self._cam_state is None:
+                raise ConfigError(f"{self.name or 'deeplabv3plus'}[weights=cam]: no CAM source "
+                                  "was bound (the runner binds the pipeline's before training)")
+            arch = self._arch()
+            mean, std = (PACKAGED_ENCODERS[name][1:] if name in PACKAGED_ENCODERS
+                         else self._timm_norm(arch))
+            return f"tu-{arch}", None, {}, (mean, std)  # build_model loads the weights
         if name in PACKAGED_ENCODERS and weights != "imagenet":
             arch, mean, std = PACKAGED_ENCODERS[name]
             if weights == "packaged":
@@ -139,9 +199,7 @@ class DeepLabV3Plus(TorchSegmenter):
         if not timm.is_model(name):
             # one of smp's own encoders (e.g. mit_b0): smp names and fetches its weights
             return name, None if weights == "none" else weights, {}, (IMAGENET_MEAN, IMAGENET_STD)
-        cfg = timm.get_pretrained_cfg(name)
-        mean = tuple(cfg.mean) if cfg is not None else IMAGENET_MEAN
-        std = tuple(cfg.std) if cfg is not None else IMAGENET_STD
+        mean, std = self._timm_norm(name)
         if weights == "none":
             return f"tu-{name}", None, {}, (mean, std)
         if weights == "imagenet":
@@ -152,6 +210,16 @@ class DeepLabV3Plus(TorchSegmenter):
             return f"tu-{name}", True, {}, (mean, std)
         return f"tu-{name}", True, {"pretrained_cfg_overlay": {"file": weights}}, (mean, std)
 
+    @staticmethod
+    def _timm_norm(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The input mean and std of timm model ``name``'s pretrained configuration."""
+        import timm
+
+        cfg = timm.get_pretrained_cfg(name)
+        mean = tuple(cfg.mean) if cfg is not None else IMAGENET_MEAN
+        std = tuple(cfg.std) if cfg is not None else IMAGENET_STD
+        return mean, std
+
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return self._encoder_plan(pretrained=False)[3]
 
@@ -159,15 +227,15 @@ class DeepLabV3Plus(TorchSegmenter):
         import segmentation_models_pytorch as smp
 
         p = self.params
-        if p.weights not in ("auto", "imagenet", "packaged", "none") and pretrained and \
-                not Path(p.weights).is_file():
-            raise WeightsError(f"weights='{p.weights}': not auto, imagenet, packaged, none or "
-                               "an existing file")
+        if p.weights not in ("auto", "imagenet", "packaged", "none", "cam") and pretrained \
+                and not Path(p.weights).is_file():
+            raise WeightsError(f"weights='{p.weights}': not auto, imagenet, packaged, none, cam "
+                               "or an existing file")
         encoder, weights, extra, norm = self._encoder_plan(pretrained)
         if self._norm is None:
             self._norm = norm
         try:
-            return smp.DeepLabV3Plus(
+            model = smp.DeepLabV3Plus(
                 encoder_name=encoder, encoder_weights=weights,
                 encoder_output_stride=p.output_stride,
                 decoder_atrous_rates=tuple(p.atrous_rates),
@@ -181,6 +249,9 @@ class DeepLabV3Plus(TorchSegmenter):
                     "without internet use encoder=efficientnet_lite0 (weights shipped in a "
                     "package), weights=none, or weights=/path/to/state_dict.pth") from exc
             raise
+        if pretrained and p.weights == "cam":
+            self._load_cam_encoder(model)
+        return model
 
 
 @register_method("supervised")
