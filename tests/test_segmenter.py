@@ -204,6 +204,39 @@ def test_work_size_sets_the_training_crops_scale(tmp_path: Path) -> None:
     assert valid[0, :, :16].all() and not valid[0, :, 16:].any()
     assert (target[0][valid[0]] == 1).all() and (target[0][~valid[0]] == 255).all()
 
+
+def test_min_side_keeps_small_images_at_one_crop_or_more(tmp_path: Path) -> None:
+    """Scales 0.25-0.5 (for 640-px photos) with ``min_side=128``: a 256-px image would be
+    shrunk to 64 px; instead its scales and its inference scale are doubled (0.5-1, 0.75),
+    while a 640-px photo (0.25 * 640 = 160 >= 128) and a larger one keep theirs."""
+    seg = tiny(tmp_path, scale_min=0.25, scale_max=0.5, infer_scale=0.375, min_side=128,
+               crop_size=128, tile_size=0, flip=False)
+    assert seg.work_scale(256, 256) == 2.0
+    assert seg.work_scale(200, 100) == pytest.approx(128 / 50)
+    assert seg.work_scale(480, 640) == 1.0 and seg.work_scale(2048, 3072) == 1.0
+    assert tiny(tmp_path, scale_min=0.25).work_scale(256, 256) == 1.0  # 0: off
+    # with work_size: 1024 -> 256 first (x 0.25), then lifted to 128 / 0.25 = 512 (x 0.5)
+    both = tiny(tmp_path, work_size=256, scale_min=0.25, min_side=128)
+    assert both.work_scale(1024, 512) == 0.5
+    # inference reads the 256-px image at 0.375 x 2 = 0.75: 192 px, padded to 192
+    seg.model = seg.build_model(pretrained=False).eval()
+    seen = []
+    seg.model.register_forward_hook(lambda mod, args, out: seen.append(tuple(args[0].shape)))
+    assert seg.logits(np.zeros((256, 256, 3), np.uint8)).shape == (2, 256, 256)
+    assert seen == [(1, 3, 192, 192)]
+    # training: the smallest scale shows the whole 256-px image as 128 x 128 (one crop)
+    seg._norm = seg.normalization()
+    low = tiny(tmp_path, scale_min=0.25, scale_max=0.25, min_side=128, crop_size=128,
+               flip=False)
+    low._norm = low.normalization()
+    _raw, _target, valid = low._make_batch([np.zeros((256, 256, 3), np.uint8)],
+                                           [np.ones((256, 256), np.uint8)], np.array([0]),
+                                           np.random.default_rng(0), torch.device("cpu"))
+    assert valid[0].all()  # 256 * 0.25 * 2 = 128: no padding
+    with pytest.raises(ValueError, match="min_side"):
+        tiny(tmp_path, min_side=-1)
+
+
 def test_label_values_are_checked(tmp_path: Path) -> None:
     seg = tiny(tmp_path)
     train = squares(2, size=32)

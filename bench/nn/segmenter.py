@@ -91,6 +91,13 @@ class TorchSegmenter(Segmenter):
                 image's native resolution.
             scale_min, scale_max: random rescaling range applied before cropping (relative to
                 the working resolution).
+            min_side: the smallest long side, in pixels, the training scales may shrink an
+                image to: an image whose long side times ``scale_min`` (at the working
+                resolution) falls below it has its training scales and its inference scale
+                multiplied by the factor that lifts it there (0: off). Scales chosen for
+                640-px or larger photos (0.25-0.5) would otherwise shrink a data set's 256-px
+                images to 64-128 px, below a 128-px crop and below the detail a plume needs;
+                with ``min_side`` equal to the crop size no image is shrunk below one crop.
             flip: random horizontal flips.
             photometric: random photometric distortion of each crop, after mmseg's
                 ``PhotoMetricDistortion`` (each with probability 0.5: brightness +-32 levels,
@@ -146,6 +153,7 @@ class TorchSegmenter(Segmenter):
         batch_size: int = 12
         crop_size: int = 512
         work_size: int = 0
+        min_side: int = 0
         scale_min: float = 0.5
         scale_max: float = 2.0
         flip: bool = True
@@ -181,6 +189,8 @@ class TorchSegmenter(Segmenter):
                 raise ValueError("epochs and batch_size must be >= 1 and crop_size >= 8")
             if self.work_size < 0:
                 raise ValueError("work_size must be >= 0 (0: native resolution)")
+            if self.min_side < 0:
+                raise ValueError("min_side must be >= 0 (0: off)")
             if not 0 < self.scale_min <= self.scale_max:
                 raise ValueError("need 0 < scale_min <= scale_max")
             if self.optimizer not in ("sgd", "adamw"):
@@ -615,9 +625,15 @@ class TorchSegmenter(Segmenter):
         return self.model
 
     def work_scale(self, height: int, width: int) -> float:
-        """The factor that brings an image's long side to ``work_size`` (1 when it is 0)."""
-        size = self.params.work_size
-        return size / max(height, width) if size > 0 else 1.0
+        """The factor every scale of an image is multiplied by: the one that brings its long
+        side to ``work_size`` (1 when it is 0), raised where needed so that ``scale_min``
+        keeps the long side at ``min_side`` pixels or more."""
+        p = self.params
+        long = max(height, width)
+        scale = p.work_size / long if p.work_size > 0 else 1.0
+        if p.min_side > 0:
+            scale = max(scale, p.min_side / (p.scale_min * long))
+        return scale
 
     @torch.no_grad()
     def logits(self, image: np.ndarray) -> torch.Tensor:
