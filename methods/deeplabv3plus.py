@@ -19,6 +19,7 @@ from bench import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PACKAGED_ENCODERS,
+    ClassifierCam,
     ConfigError,
     TorchSegmenter,
     WeightsError,
@@ -128,19 +129,18 @@ class DeepLabV3Plus(TorchSegmenter):
     def bind_cam_source(self, source: Any) -> None:
         """``weights=cam``: keep the trained CAM source's backbone (its timm state dict) for
         the encoder; its architecture must be the encoder's."""
-        net = getattr(source, "net", None)
-        backbone = getattr(getattr(source, "params", None), "backbone", None)
-        if net is None or backbone is None:
+        if not isinstance(source, ClassifierCam):
             raise ConfigError(f"{self.name or 'deeplabv3plus'}[weights=cam]: CAM source "
                               f"'{source.name or type(source).__name__}' has no trained timm "
                               "backbone to start the encoder from")
+        backbone = source.params.backbone
         if backbone != self._arch():
             raise ConfigError(f"{self.name or 'deeplabv3plus'}[weights=cam]: the CAM source's "
                               f"backbone is '{backbone}', the encoder is '{self._arch()}' "
                               f"(encoder={self.params.encoder}): they must be the same "
                               "architecture")
         self._cam_state = {k: v.detach().cpu().clone()
-                           for k, v in net.model.state_dict().items()}
+                           for k, v in source.require_net().model.state_dict().items()}
         self._cam_state_of = source.name or type(source).__name__
 
     def _load_cam_encoder(self, model: nn.Module) -> None:

@@ -11,15 +11,14 @@ errors; the rows' weights column and the cache key follow the CAM source.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 
-from bench import RunContext
+from bench import ClassifierCam, RunContext
 from bench.errors import ConfigError
-from bench.plugins import builtin_dir, discover, import_plugin_file
+from bench.plugins import METHODS, builtin_dir, discover, import_plugin_file
 from bench.weights import packaged_state_dict, pipeline_weights
 
 discover()
@@ -74,33 +73,38 @@ def test_encoder_starts_from_the_trained_cam_backbone_through_bench_run(
     assert record["weights"] == {"effnet": "packaged"}  # the CAM source's origin only
 
 
-def test_a_cam_backbone_of_another_architecture_is_an_error() -> None:
+def classifier(tmp_path: Path, backbone: str) -> ClassifierCam:
+    cam = ClassifierCam(ClassifierCam.Params(backbone=backbone, weights="none", input_size=64),
+                        RunContext(device="cpu", workdir=tmp_path, progress=False))
+    cam.build()
+    return cam
+
+
+def test_a_cam_backbone_of_another_architecture_is_an_error(tmp_path: Path) -> None:
     seg = segmenter()
-    source = SimpleNamespace(name="resnet50", net=SimpleNamespace(model=None),
-                             params=SimpleNamespace(backbone="resnet50"))
     with pytest.raises(ConfigError) as info:
-        seg.bind_cam_source(source)
+        seg.bind_cam_source(classifier(tmp_path, "resnet18"))
     text = str(info.value)
     assert "\n" not in text
-    assert "the CAM source's backbone is 'resnet50', the encoder is 'tf_efficientnet_lite0'" \
+    assert "the CAM source's backbone is 'resnet18', the encoder is 'tf_efficientnet_lite0'" \
         in text
-    without = SimpleNamespace(name="dark_channel", params=SimpleNamespace())
+    discover()
+    dark = METHODS.get("dark_channel").cls()
     with pytest.raises(ConfigError, match="has no trained timm backbone"):
-        seg.bind_cam_source(without)
+        seg.bind_cam_source(dark)
     with pytest.raises(ConfigError, match="no CAM source was bound"):
         segmenter().build_model(pretrained=True)
 
 
-def test_a_backbone_missing_encoder_tensors_is_an_error() -> None:
-    import timm
-
+def test_a_backbone_missing_encoder_tensors_is_an_error(tmp_path: Path) -> None:
     seg = segmenter()
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1)
-    state = model.state_dict()
-    del state["blocks.2.0.conv_pw.weight"]
-    seg.bind_cam_source(SimpleNamespace(
-        name="effnet", net=SimpleNamespace(model=SimpleNamespace(state_dict=lambda: state)),
-        params=SimpleNamespace(backbone="tf_efficientnet_lite0")))
+    source = classifier(tmp_path, "tf_efficientnet_lite0")
+    seg.bind_cam_source(source)
+    built = seg.build_model(pretrained=True)  # the same architecture: every tensor is there
+    for key, value in built.encoder.model.state_dict().items():
+        assert torch.equal(value, source.require_net().model.state_dict()[key]), key
+    assert seg._cam_state is not None
+    del seg._cam_state["blocks.2.0.conv_pw.weight"]
     with pytest.raises(ConfigError, match=r"lacks 1 of the encoder's \d+ tensors "
                                           r"\(e\.g\. blocks\.2\.0\.conv_pw\.weight\)"):
         seg.build_model(pretrained=True)
