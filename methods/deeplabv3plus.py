@@ -107,7 +107,6 @@ class DeepLabV3Plus(TorchSegmenter):
         super().__init__(params, ctx)
         #: ``weights=cam``: the CAM source's backbone weights (`bind_cam_source`)
         self._cam_state: dict[str, Any] | None = None
-        self._cam_state_of = ""
 
     @classmethod
     def initial_weights(cls, params: Any, profile: str) -> str | None:
@@ -126,22 +125,26 @@ class DeepLabV3Plus(TorchSegmenter):
     def wants_cam_source(self) -> bool:
         return self.params.weights == "cam"
 
+    @property
+    def _cam_who(self) -> str:
+        """How ``weights=cam`` errors name this stage."""
+        return f"{self.name or 'deeplabv3plus'}[weights=cam]"
+
     def bind_cam_source(self, source: Any) -> None:
         """``weights=cam``: keep the trained CAM source's backbone (its timm state dict) for
         the encoder; its architecture must be the encoder's."""
         if not isinstance(source, ClassifierCam):
-            raise ConfigError(f"{self.name or 'deeplabv3plus'}[weights=cam]: CAM source "
+            raise ConfigError(f"{self._cam_who}: CAM source "
                               f"'{source.name or type(source).__name__}' has no trained timm "
                               "backbone to start the encoder from")
         backbone = source.params.backbone
         if backbone != self._arch():
-            raise ConfigError(f"{self.name or 'deeplabv3plus'}[weights=cam]: the CAM source's "
+            raise ConfigError(f"{self._cam_who}: the CAM source's "
                               f"backbone is '{backbone}', the encoder is '{self._arch()}' "
                               f"(encoder={self.params.encoder}): they must be the same "
                               "architecture")
         self._cam_state = {k: v.detach().cpu().clone()
                            for k, v in source.require_net().model.state_dict().items()}
-        self._cam_state_of = source.name or type(source).__name__
 
     def _load_cam_encoder(self, model: nn.Module) -> None:
         """Copy the CAM source's backbone into the encoder: every encoder tensor must be
@@ -152,9 +155,8 @@ class DeepLabV3Plus(TorchSegmenter):
         missing = [k for k in own if k not in self._cam_state
                    or self._cam_state[k].shape != own[k].shape]
         if missing:
-            raise ConfigError(f"{self.name or 'deeplabv3plus'}[weights=cam]: the backbone of "
-                              f"'{self._cam_state_of}' lacks {len(missing)} of the encoder's "
-                              f"{len(own)} tensors (e.g. {missing[0]})")
+            raise ConfigError(f"{self._cam_who}: the CAM source's backbone lacks {len(missing)} "
+                              f"of the encoder's {len(own)} tensors (e.g. {missing[0]})")
         encoder.load_state_dict({k: self._cam_state[k] for k in own})
 
     @classmethod
@@ -182,7 +184,7 @@ class DeepLabV3Plus(TorchSegmenter):
             weights = "packaged" if name in PACKAGED_ENCODERS else "imagenet"
         if weights == "cam":
             if self._cam_state is None:
-                raise ConfigError(f"{self.name or 'deeplabv3plus'}[weights=cam]: no CAM source "
+                raise ConfigError(f"{self._cam_who}: no CAM source "
                                   "was bound (the runner binds the pipeline's before training)")
             arch = self._arch()
             mean, std = (PACKAGED_ENCODERS[name][1:] if name in PACKAGED_ENCODERS
