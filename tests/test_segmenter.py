@@ -237,6 +237,29 @@ def test_min_side_keeps_small_images_at_one_crop_or_more(tmp_path: Path) -> None
         tiny(tmp_path, min_side=-1)
 
 
+def test_infer_scales_average_the_logits_of_each_scale(tmp_path: Path) -> None:
+    """Multi-scale inference: the network reads the image at ``infer_scale`` times each factor
+    and the result is the mean of the single-scale logits, each back at the native size."""
+    seg = tiny(tmp_path, kernel=3, infer_scale=0.5, infer_scales=(0.5, 1.0, 2.0), tile_size=0)
+    seg.model = seg.build_model(pretrained=False).eval()
+    seen = []
+    seg.model.register_forward_hook(lambda mod, args, out: seen.append(tuple(args[0].shape)))
+    image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    out = seg.logits(image)
+    # 0.25: 16 x 24, 0.5: 32 x 48, 1: 64 x 96 (each padded to a multiple of 32)
+    assert seen == [(1, 3, 32, 32), (1, 3, 32, 64), (1, 3, 64, 96)]
+    singles = []
+    for factor in (0.25, 0.5, 1.0):
+        one = tiny(tmp_path, kernel=3, infer_scale=factor, tile_size=0)
+        one.model = seg.model
+        singles.append(one.logits(image))
+    assert torch.allclose(out, sum(singles) / 3, atol=1e-5)
+    assert not torch.allclose(out, singles[1], atol=1e-3)  # the scales do differ
+    for bad in ((), (0.0,), (1.0, 5.0)):
+        with pytest.raises(ValueError, match="infer_scales"):
+            tiny(tmp_path, infer_scales=bad)
+
+
 def test_label_values_are_checked(tmp_path: Path) -> None:
     seg = tiny(tmp_path)
     train = squares(2, size=32)

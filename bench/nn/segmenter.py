@@ -68,7 +68,8 @@ class TorchSegmenter(Segmenter):
     #: parameters that only affect inference or bookkeeping: a checkpoint stays valid, and the
     #: runner shares one trained network, when only they change
     inference_params: ClassVar[tuple[str, ...]] = ("tile_size", "tile_overlap", "infer_batch",
-                                                   "infer_scale", "infer_crf", "infer_flip",
+                                                   "infer_scale", "infer_scales",
+                                                   "infer_crf", "infer_flip",
                                                    "soft", "val_every",
                                                    "val_limit", "keep_checkpoints")
     #: background and smoke
@@ -130,6 +131,11 @@ class TorchSegmenter(Segmenter):
                 before inference and the logits resized back to the image's size (1: the
                 working resolution); the middle of the training scale range makes objects look
                 as large as in training.
+            infer_scales: multi-scale inference: the logits are computed at ``infer_scale``
+                times each of these factors and averaged at the image's size (DeepLab's
+                multi-scale test; ``0.667:1:1.333`` with ``infer_scale=0.375`` reads the
+                image at 0.25, 0.375 and 0.5, the quick profile's training range); ``1``: one
+                scale. Each factor costs one more pass.
             infer_crf: refine the softmax with the dense CRF at the image's size before the
                 argmax (DeepLab's post-processing, Chen et al. 2015/2017): `bench.dense_crf`
                 with its defaults, the kernels of the ``crf`` refiner, so the final stage sees
@@ -174,6 +180,7 @@ class TorchSegmenter(Segmenter):
         crf_sigma_xy: float = 100.0
         crf_scale: float = 0.5
         infer_scale: float = 1.0
+        infer_scales: tuple[float, ...] = (1.0,)
         infer_crf: bool = False
         infer_flip: bool = False
         soft: bool = False
@@ -205,6 +212,8 @@ class TorchSegmenter(Segmenter):
                 raise ValueError("class_balance must be >= 0")
             if not 0 < self.infer_scale <= 4:
                 raise ValueError("infer_scale must be in (0, 4]")
+            if not self.infer_scales or not all(0 < m <= 4 for m in self.infer_scales):
+                raise ValueError("infer_scales must be one or more factors in (0, 4]")
             if self.crf_weight < 0 or not 0 < self.crf_scale <= 1:
                 raise ValueError("crf_weight must be >= 0 and crf_scale in (0, 1]")
             if self.tile_size < 0 or not 0 <= self.tile_overlap < 1:
@@ -640,7 +649,8 @@ class TorchSegmenter(Segmenter):
         """Float32 ``C x H x W`` logits of one uint8 HxWx3 image at its native size (CPU).
 
         The image is first resized by ``infer_scale`` times `work_scale` (bilinear,
-        antialiased when shrinking).
+        antialiased when shrinking); with several ``infer_scales`` this is done at each of them
+        (``infer_scale`` times the factor) and the logits, back at the native size, averaged.
         Images larger than ``tile_size`` are then covered by overlapping tiles (stride
         ``tile_size * (1 - tile_overlap)``, the last tile flush with the border) whose logits are
         averaged where they overlap; each tile (or the whole image) is padded at the bottom and
@@ -653,8 +663,19 @@ class TorchSegmenter(Segmenter):
         device = next(model.parameters()).device
         x = self._normalize(torch.tensor(np.asarray(image), device=device)
                             .permute(2, 0, 1)[None])
-        native = tuple(image.shape[:2])
-        factor = self.work_scale(*native) * p.infer_scale
+        native: tuple[int, int] = (int(image.shape[0]), int(image.shape[1]))
+        base = self.work_scale(*native) * p.infer_scale
+        total = self._logits_at(model, x, native, base * p.infer_scales[0])
+        for mult in p.infer_scales[1:]:
+            total += self._logits_at(model, x, native, base * mult)
+        return (total / len(p.infer_scales)).cpu()
+
+    def _logits_at(self, model: nn.Module, x: torch.Tensor, native: tuple[int, int],
+                   factor: float) -> torch.Tensor:
+        """Logits of the normalised ``1 x 3 x H x W`` image ``x`` read at ``factor`` of its
+        native size, tiled, flipped, and resized back to ``native`` (on ``x``'s device)."""
+        p = self.params
+        device = x.device
         if factor != 1.0:
             size = (max(1, round(native[0] * factor)), max(1, round(native[1] * factor)))
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
@@ -688,7 +709,7 @@ class TorchSegmenter(Segmenter):
         if (h, w) != native:
             result = F.interpolate(result[None], size=native, mode="bilinear",
                                    align_corners=False)[0]
-        return result.cpu()
+        return result
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities (float32 CxHxW) of one image: the softmax of `logits`, refined
