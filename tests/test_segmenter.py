@@ -154,6 +154,37 @@ def test_weighted_cross_entropy_is_the_weighted_mean_over_labelled_pixels(tmp_pa
     assert float(loss) == pytest.approx(expected, rel=1e-6)
 
 
+def test_dice_term_weighs_every_crop_with_smoke_alike(tmp_path: Path) -> None:
+    """Known answer: crop 0 has a 1-px plume and p(smoke) = 0.5 on its 4 pixels (Dice
+    2 * 0.5 / (2 + 1) = 1/3); crop 1 a 2-px plume predicted exactly (p = 1 there, 0 elsewhere:
+    Dice 1); crop 2 has no smoke label and is left out. Ignored pixels count in neither."""
+    from bench.nn.segmenter import smoke_dice
+
+    big = 30.0
+    logits = torch.zeros(3, 2, 2, 2)
+    logits[1, 0] = big          # crop 1: background everywhere ...
+    logits[1, 0, 0] = -big      # ... but smoke on its first row
+    logits[1, 1, 0] = big
+    target = torch.tensor([[[1, 0], [0, 0]], [[1, 1], [0, 0]], [[0, 0], [0, 255]]])
+    assert float(smoke_dice(logits, target)) == pytest.approx((1 / 3 + 1) / 2, abs=1e-6)
+    target[0, 1, 1] = 255       # one ignored pixel less in crop 0's denominator
+    assert float(smoke_dice(logits, target)) == pytest.approx((2 * 0.5 / 2.5 + 1) / 2,
+                                                               abs=1e-6)
+    assert float(smoke_dice(logits, torch.zeros(3, 2, 2, dtype=torch.int64))) == 1.0
+    # the loss adds dice_weight * (1 - Dice) to the cross-entropy
+    seg = tiny(tmp_path, dice_weight=2.0)
+    seg.class_weights = (1.0, 1.0)
+    loss, parts = seg.loss(logits, target, logits, torch.ones(3, 2, 2, dtype=torch.bool))
+    dice = (2 * 0.5 / 2.5 + 1) / 2
+    assert parts["dice"] == pytest.approx(2.0 * (1 - dice), abs=1e-6)
+    assert float(loss) == pytest.approx(parts["ce"] + 2.0 * (1 - dice), abs=1e-6)
+    off = tiny(tmp_path)
+    off.class_weights = (1.0, 1.0)
+    assert off.loss(logits, target, logits, torch.ones(3, 2, 2, dtype=torch.bool))[1]["dice"] == 0
+    with pytest.raises(ValueError, match="dice_weight"):
+        tiny(tmp_path, dice_weight=-1)
+
+
 def test_infer_scale_runs_the_network_on_the_resized_image(tmp_path: Path) -> None:
     seg = tiny(tmp_path, infer_scale=0.5, tile_size=0)
     seg.model = seg.build_model(pretrained=False).eval()

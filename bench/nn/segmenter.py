@@ -124,6 +124,12 @@ class TorchSegmenter(Segmenter):
                 in the cross-entropy, with the pixel counts of the training labels (255 not
                 counted): 0 is plain cross-entropy, 0.5 weights smoke by the square root of its
                 inverse frequency, 1 by its inverse frequency; capped at 10 (`MAX_CLASS_WEIGHT`).
+            dice_weight: weight of a per-crop soft Dice term on the smoke class, added to the
+                cross-entropy (0: off; 1 is the nnU-Net / MONAI ``DiceCE`` balance): one minus
+                the mean, over the crops whose labels hold smoke, of ``2 |p y| / (|p| + |y|)``
+                on their labelled pixels. The cross-entropy counts pixels, so a plume on 0.1%
+                of a photo weighs next to nothing; in the Dice term every crop with smoke
+                weighs the same, whatever the plume's size.
             crf_weight: weight of the DenseCRF loss (0 disables it).
             crf_sigma_rgb, crf_sigma_xy: bandwidths of its bilateral kernel.
             crf_scale: resolution factor at which the DenseCRF loss is computed.
@@ -175,6 +181,7 @@ class TorchSegmenter(Segmenter):
         ema: float = 0.0
         self_train: int = 0
         class_balance: float = 0.0
+        dice_weight: float = 0.0
         crf_weight: float = 0.0
         crf_sigma_rgb: float = 15.0
         crf_sigma_xy: float = 100.0
@@ -210,6 +217,8 @@ class TorchSegmenter(Segmenter):
                 raise ValueError("ema must be in [0, 1) (0: no average)")
             if self.class_balance < 0:
                 raise ValueError("class_balance must be >= 0")
+            if self.dice_weight < 0:
+                raise ValueError("dice_weight must be >= 0 (0: off)")
             if not 0 < self.infer_scale <= 4:
                 raise ValueError("infer_scale must be in (0, 4]")
             if not self.infer_scales or not all(0 < m <= 4 for m in self.infer_scales):
@@ -370,7 +379,7 @@ class TorchSegmenter(Segmenter):
                 torch.manual_seed(_epoch_seed(self.ctx.seed, epoch))
                 rng = np.random.default_rng([self.ctx.seed % 2**32, epoch])
                 self._train_mode(model)
-                sums = {"loss": 0.0, "ce": 0.0, "crf": 0.0}
+                sums: dict[str, float] = {"loss": 0.0, "ce": 0.0, "dice": 0.0, "crf": 0.0}
                 lr_now = p.lr
                 for b, idx in enumerate(_batches(rng.permutation(n), p.batch_size)):
                     it = epoch * batches_per_epoch + b
@@ -426,11 +435,13 @@ class TorchSegmenter(Segmenter):
     def loss(self, logits: torch.Tensor, target: torch.Tensor, raw: torch.Tensor,
              valid: torch.Tensor, crf: nn.Module | None = None
              ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Partial cross-entropy over labelled pixels (+ weighted DenseCRF loss).
+        """Partial cross-entropy over labelled pixels (+ weighted Dice and DenseCRF terms).
 
         The cross-entropy is the weighted mean over labelled pixels with `class_weights`
         (``sum w_y * ce / sum w_y``; plain mean when both are 1); a batch without labelled
-        pixels gives exactly zero.
+        pixels gives exactly zero. With ``dice_weight``, ``dice_weight * (1 - mean Dice)`` is
+        added, the Dice of the smoke probability on each crop's labelled pixels, averaged over
+        the crops whose labels hold smoke (none: no term).
 
         Args:
             logits: ``N x C x H x W`` network output.
@@ -440,7 +451,8 @@ class TorchSegmenter(Segmenter):
             crf: the DenseCRF loss module, or None.
 
         Returns:
-            The scalar loss to minimise and its parts as floats (``loss``, ``ce``, ``crf``).
+            The scalar loss to minimise and its parts as floats (``loss``, ``ce``, ``dice``,
+            ``crf``).
         """
         logits = logits.float()
         weights = torch.tensor(self.class_weights, dtype=logits.dtype, device=logits.device)
@@ -450,6 +462,11 @@ class TorchSegmenter(Segmenter):
         denominator = weights[target.masked_fill(~labelled, 0)][labelled].sum()
         ce = ce_sum / denominator.clamp(min=1e-12)
         total = ce
+        dice_value = 0.0
+        if self.params.dice_weight > 0:
+            term = self.params.dice_weight * (1 - smoke_dice(logits, target))
+            total = total + term
+            dice_value = float(term.detach())
         crf_value = 0.0
         if crf is not None:
             probs = torch.softmax(logits, dim=1)
@@ -457,7 +474,7 @@ class TorchSegmenter(Segmenter):
             total = total + term
             crf_value = float(term.detach())
         return total, {"loss": float(total.detach()), "ce": float(ce.detach()),
-                       "crf": crf_value}
+                       "dice": dice_value, "crf": crf_value}
 
     def _make_crf(self) -> nn.Module:
         p = self.params
@@ -788,6 +805,25 @@ def class_weights(labels: Sequence[np.ndarray], balance: float) -> tuple[float, 
     if not smoke or not background:
         return 1.0, 1.0
     return 1.0, float(min(MAX_CLASS_WEIGHT, max(1.0, (background / smoke) ** balance)))
+
+
+def smoke_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean soft Dice of the smoke class over the crops whose labels hold smoke.
+
+    ``logits`` is ``N x 2 x H x W``, ``target`` ``N x H x W`` with 255 ignored: per crop,
+    ``2 sum(p y) / (sum p + sum y)`` over its labelled pixels, with ``p`` the softmax's smoke
+    probability and ``y`` the smoke label; crops without a smoke label are left out (1 when
+    none has one, so that the term ``1 - Dice`` is zero).
+    """
+    labelled = target != IGNORE
+    prob = torch.softmax(logits.float(), dim=1)[:, 1] * labelled
+    truth = (target == 1).to(prob.dtype)
+    has = truth.sum((1, 2)) > 0
+    if not bool(has.any()):
+        return prob.new_ones(())
+    inter = (prob * truth).sum((1, 2))[has]
+    sizes = (prob.sum((1, 2)) + truth.sum((1, 2)))[has]
+    return (2 * inter / sizes).mean()
 
 
 def photometric_distortion(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
