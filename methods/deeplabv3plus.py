@@ -105,8 +105,9 @@ class DeepLabV3Plus(TorchSegmenter):
         # each image at 0.25, 0.375 and 0.5 (the training range) and averages the logits.
         # Together, on five seeds of the real-photo sample: better on every seed (+0.6 to
         # +4.5 smoke IoU; mean 34.6 -> 37.6, its labels 36.6); on the synthetic set, where
-        # the Dice term keeps the network closer to its incomplete labels, 35.9 -> 26.3 (labels
-        # 17.1). docs/segmenter-recipe.md has the numbers.
+        # the Dice term keeps the network closer to its incomplete labels, 35.9 -> 26.3 with
+        # one torch thread and 26.5 -> 28.7 with two (labels 17.1 and 20.3).
+        # docs/segmenter-recipe.md has the numbers.
         "quick": {"encoder": "efficientnet_lite0", "crop_size": 128, "batch_size": 8,
                   "epochs": 4, "scale_min": 0.25, "scale_max": 0.5, "infer_scale": 0.375,
                   "min_side": 128, "optimizer": "adamw",
