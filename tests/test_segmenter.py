@@ -689,8 +689,8 @@ def test_self_train_retrains_on_what_labels_and_network_agree_on(tmp_path: Path)
     rounds: list[list[np.ndarray]] = []
     views: list[list[np.ndarray]] = []
     fit_round, predict_labels = seg._fit_round, seg.predict_labels
-    seg._fit_round = lambda s, i, targets, v, r: (  # type: ignore[method-assign]
-        rounds.append(targets), fit_round(s, i, targets, v, r))[1]
+    seg._fit_round = lambda s, i, targets, v, r, *m: (  # type: ignore[method-assign]
+        rounds.append(targets), fit_round(s, i, targets, v, r, *m))[1]
     seg.predict_labels = lambda images: (  # type: ignore[method-assign]
         views.append(predict_labels(images)), views[-1])[1]
     seg.fit(train, labels)
@@ -716,3 +716,67 @@ def test_photometric_distortion_changes_colours_only(tmp_path: Path) -> None:
         assert torch.equal(valid, plain[2])
         assert raw.min() >= 0 and raw.max() <= 255
     assert sum(not torch.allclose(raw, plain[0]) for raw, _, _ in changed) >= 6
+
+
+def test_ensemble_averages_the_logits_of_networks_trained_from_distinct_seeds(
+        tmp_path: Path) -> None:
+    """``ensemble=2``: the first member is exactly the network ``ensemble=1`` trains, the
+    second one trained from another seed, and the logits are the mean of the two members'."""
+    from bench.nn.segmenter import LogitMean
+
+    train = squares(6, size=32)
+    labels = [s.mask for s in train]
+    single = tiny(tmp_path / "one", epochs=2)
+    single.fit(train, labels)
+    pair = tiny(tmp_path / "two", epochs=2, ensemble=2)
+    pair.fit(train, labels)
+    assert isinstance(pair.model, LogitMean) and len(pair.model.members) == 2
+    first, second = pair.model.members
+    for key, value in single.model.state_dict().items():
+        assert torch.equal(first.state_dict()[key], value), key
+    assert any(not torch.equal(second.state_dict()[k], v)
+               for k, v in single.model.state_dict().items())
+    assert pair.member_seed(0) == 3 and pair.member_seed(1) != 3
+
+    image = squares(1, size=48, seed=9)[0].image
+    members = []
+    for member in (first, second):
+        alone = tiny(tmp_path / "alone", epochs=2)
+        alone.model, alone._norm = member, pair._norm
+        members.append(alone.logits(image))
+    torch.testing.assert_close(pair.logits(image), (members[0] + members[1]) / 2)
+    assert [h.get("member") for h in pair.history] == [1, 1, 2, 2]
+    assert not (tmp_path / "two" / "checkpoints").exists()
+
+    pair.save(tmp_path / "saved")
+    fresh = tiny(tmp_path / "fresh", epochs=2, ensemble=2)
+    fresh.load(tmp_path / "saved")
+    assert torch.equal(fresh.logits(image), pair.logits(image))
+    with pytest.raises(ValueError, match="ensemble must be >= 1"):
+        tiny(tmp_path, ensemble=0)
+
+
+def test_ensemble_members_resume_from_their_own_checkpoints(tmp_path: Path) -> None:
+    """An interrupted ensemble resumes the member it was training: the finished member's
+    checkpoint is kept apart and the result equals an uninterrupted run's."""
+    train = squares(6, size=32)
+    labels = [s.mask for s in train]
+    straight = tiny(tmp_path / "a", epochs=2, ensemble=2)
+    straight.fit(train, labels)
+
+    killed = tiny(tmp_path / "b", epochs=2, ensemble=2, keep_checkpoints=True)
+    calls = {"n": 0}
+
+    def stop_in_second_member(record: dict[str, Any]) -> None:
+        calls["n"] += 1
+        if record.get("member") == 2 and record["epoch"] == 1:
+            raise Interrupt
+
+    killed.on_epoch_end = stop_in_second_member  # type: ignore[method-assign]
+    with pytest.raises(Interrupt):
+        killed.fit(train, labels)
+    assert killed.checkpoint_path(0, 1).exists() and killed.checkpoint_path().exists()
+    resumed = tiny(tmp_path / "b", epochs=2, ensemble=2)
+    resumed.fit(train, labels)
+    image = squares(1, size=48, seed=9)[0].image
+    assert torch.equal(resumed.logits(image), straight.logits(image))

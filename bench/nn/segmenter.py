@@ -116,6 +116,12 @@ class TorchSegmenter(Segmenter):
                 buffers), updated after every step; the average is the trained network (0: the
                 last step's weights). A few hundred steps on noisy labels end wherever the last
                 batches left them; the average does not.
+            ensemble: networks trained on the same labels from different seeds (the new layers'
+                initialisation, the crops, their order); inference averages their logits
+                (Lakshminarayanan et al. 2017's deep ensembles). The first member is the network
+                ``ensemble=1`` trains; each further member costs one more training run and one
+                more inference pass. A few hundred steps on noisy pseudo labels end in a network
+                that depends on the seed; the average depends on it less.
             self_train: rounds of self-training after the first: the trained network predicts
                 its training images (with the inference settings), pixels where it disagrees
                 with the labels become ignore, and a new network is trained from the initial
@@ -179,6 +185,7 @@ class TorchSegmenter(Segmenter):
         amp: bool = True
         freeze_bn: bool = False
         ema: float = 0.0
+        ensemble: int = 1
         self_train: int = 0
         class_balance: float = 0.0
         dice_weight: float = 0.0
@@ -213,6 +220,8 @@ class TorchSegmenter(Segmenter):
                 raise ValueError("lr and head_lr_mult must be > 0")
             if self.self_train < 0:
                 raise ValueError("self_train must be >= 0")
+            if self.ensemble < 1:
+                raise ValueError("ensemble must be >= 1 (1: one network)")
             if not 0 <= self.ema < 1:
                 raise ValueError("ema must be in [0, 1) (0: no average)")
             if self.class_balance < 0:
@@ -283,16 +292,27 @@ class TorchSegmenter(Segmenter):
         mean, std = self._mean_std(raw.device)
         return (raw.float() / 255.0 - mean) / std
 
-    def checkpoint_path(self, round_: int = 0) -> Path:
-        """Where the per-epoch checkpoint of training round ``round_`` (`self_train`) lives."""
-        return Path(self.ctx.workdir) / "checkpoints" / ("last.pt" if not round_ else
-                                                         f"round{round_ + 1}.pt")
+    def checkpoint_path(self, round_: int = 0, member: int = 0) -> Path:
+        """Where the per-epoch checkpoint of training round ``round_`` (`self_train`) of
+        ensemble member ``member`` lives."""
+        name = ("last" if not round_ else f"round{round_ + 1}") + \
+            (f"-member{member + 1}" if member else "")
+        return Path(self.ctx.workdir) / "checkpoints" / f"{name}.pt"
 
-    def _fingerprint(self, train: Sequence[Sample], labels: Sequence[np.ndarray]) -> str:
-        """What a checkpoint must match to be resumed: training parameters and data."""
+    def member_seed(self, member: int) -> int:
+        """The seed of ensemble member ``member``: the run's seed for the first, so that
+        ``ensemble=1`` is the single network, and a distinct seed derived from it for each
+        further member."""
+        if member == 0:
+            return int(self.ctx.seed)
+        return (int(self.ctx.seed) * 1_000_003 + member * 104_729 + 31) % 2**31
+
+    def _fingerprint(self, train: Sequence[Sample], labels: Sequence[np.ndarray],
+                     seed: int) -> str:
+        """What a checkpoint must match to be resumed: training parameters, seed and data."""
         params = {k: v for k, v in dataclasses.asdict(self.params).items()
                   if k not in self.inference_params}
-        digest = hashlib.sha256(json.dumps([type(self).__name__, params, self.ctx.seed],
+        digest = hashlib.sha256(json.dumps([type(self).__name__, params, seed],
                                            sort_keys=True, default=str).encode())
         for sample, label in zip(train, labels, strict=True):
             digest.update(sample.id.encode())
@@ -335,18 +355,24 @@ class TorchSegmenter(Segmenter):
                 # labels, neither is trusted (ignore), and the next round learns the rest
                 targets = [agreement(lab, pred) for lab, pred in
                            zip(targets, self.predict_labels(images), strict=True)]
-            history += self._fit_round(samples, images, targets, val_items, round_)
+            members = []
+            for member in range(p.ensemble):
+                history += self._fit_round(samples, images, targets, val_items, round_, member)
+                members.append(self.model)
+            self.model = members[0] if p.ensemble == 1 else LogitMean(members)
         self.history = history
 
     def _fit_round(self, samples: list[Sample], images: list[np.ndarray],
                    targets: list[np.ndarray], val_items: list[tuple[np.ndarray, np.ndarray]],
-                   round_: int) -> list[dict[str, Any]]:
-        """One training run from the initial weights on ``targets``; sets ``self.model``."""
+                   round_: int, member: int = 0) -> list[dict[str, Any]]:
+        """One training run of ensemble member ``member`` from the initial weights on
+        ``targets``; sets ``self.model`` to it."""
         p = self.params
+        seed = self.member_seed(member)
         self.class_weights = class_weights(targets, p.class_balance)
         device = self.device
         # the new layers' initialisation follows this run's seed, not the caller's RNG state
-        torch.manual_seed(self.ctx.seed)
+        torch.manual_seed(seed)
         model = self.build_model(pretrained=True).to(device)
         self._freeze_bn(model)
         ddp.sync_batchnorm(model, device)
@@ -361,23 +387,24 @@ class TorchSegmenter(Segmenter):
         batches_per_epoch = max(1, n // p.batch_size if n % p.batch_size == 1 and n > 1
                                 else math.ceil(n / p.batch_size))
         total_iters = p.epochs * batches_per_epoch
-        fingerprint = self._fingerprint(samples, targets)
+        fingerprint = self._fingerprint(samples, targets, seed)
         ema = self._make_ema(model)
         start_epoch, history = self._resume(model, optimizer, scaler, fingerprint, device, ema,
-                                            round_)
+                                            round_, member)
         trained = ema.module if ema is not None else model
 
         from bench.progress import progress
 
         stage = (self.ctx.extra or {}).get("stage", type(self).__name__)
-        desc = f"{stage} train" + (f" (round {round_ + 1})" if p.self_train else "")
+        desc = f"{stage} train" + (f" (round {round_ + 1})" if p.self_train else "") + \
+            (f" (member {member + 1}/{p.ensemble})" if p.ensemble > 1 else "")
         bar = progress(total=total_iters, desc=desc, enabled=self.ctx.progress,
                        initial=start_epoch * batches_per_epoch)
         try:
             for epoch in range(start_epoch, p.epochs):
                 started = time.perf_counter()
-                torch.manual_seed(_epoch_seed(self.ctx.seed, epoch))
-                rng = np.random.default_rng([self.ctx.seed % 2**32, epoch])
+                torch.manual_seed(_epoch_seed(seed, epoch))
+                rng = np.random.default_rng([seed % 2**32, epoch])
                 self._train_mode(model)
                 sums: dict[str, float] = {"loss": 0.0, "ce": 0.0, "dice": 0.0, "crf": 0.0}
                 lr_now = p.lr
@@ -404,8 +431,9 @@ class TorchSegmenter(Segmenter):
                     bar.update(1)
                     bar.set_postfix(loss=f"{parts['loss']:.4f}", epoch=epoch + 1)
                 record: dict[str, Any] = {
-                    "epoch": epoch + 1, "lr": lr_now, **({"round": round_ + 1}
-                                                         if p.self_train else {}),
+                    "epoch": epoch + 1, "lr": lr_now,
+                    **({"round": round_ + 1} if p.self_train else {}),
+                    **({"member": member + 1} if p.ensemble > 1 else {}),
                     **{k: v / batches_per_epoch for k, v in sums.items()},
                 }
                 last = epoch + 1 == p.epochs
@@ -419,13 +447,13 @@ class TorchSegmenter(Segmenter):
                 history.append(record)
                 if ddp.rank_world()[0] == 0:
                     self._save_checkpoint(model, optimizer, scaler, epoch + 1, history,
-                                          fingerprint, ema, round_)
+                                          fingerprint, ema, round_, member)
                 self.on_epoch_end(record)
         finally:
             bar.close()
         trained.eval()
         self.model = trained
-        path = self.checkpoint_path(round_)
+        path = self.checkpoint_path(round_, member)
         if not p.keep_checkpoints and path.exists() and ddp.rank_world()[0] == 0:
             path.unlink()
             with contextlib.suppress(OSError):  # the folder, unless something else is in it
@@ -588,8 +616,9 @@ class TorchSegmenter(Segmenter):
     # ------------------------------------------------------------------ checkpoints
     def _resume(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                 scaler: torch.amp.GradScaler, fingerprint: str, device: torch.device,
-                ema: Any | None = None, round_: int = 0) -> tuple[int, list[dict[str, Any]]]:
-        path = self.checkpoint_path(round_)
+                ema: Any | None = None, round_: int = 0, member: int = 0
+                ) -> tuple[int, list[dict[str, Any]]]:
+        path = self.checkpoint_path(round_, member)
         if not path.exists():
             return 0, []
         try:
@@ -612,13 +641,13 @@ class TorchSegmenter(Segmenter):
     def _save_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                          scaler: torch.amp.GradScaler, epoch: int,
                          history: list[dict[str, Any]], fingerprint: str,
-                         ema: Any | None = None, round_: int = 0) -> None:
+                         ema: Any | None = None, round_: int = 0, member: int = 0) -> None:
         state = {"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                  "history": history}
         if ema is not None:
             state["ema"] = ema.module.state_dict()
-        with atomic_path(self.checkpoint_path(round_)) as tmp:
+        with atomic_path(self.checkpoint_path(round_, member)) as tmp:
             torch.save(state, tmp)
 
     # ------------------------------------------------------------------ validation
@@ -787,13 +816,30 @@ class TorchSegmenter(Segmenter):
             if meta.get("class_weights"):
                 self.class_weights = tuple(meta["class_weights"])  # type: ignore[assignment]
         device = self.device
-        model = self.build_model(pretrained=False)
+        n = self.params.ensemble
+        model = (self.build_model(pretrained=False) if n == 1 else
+                 LogitMean([self.build_model(pretrained=False) for _ in range(n)]))
         state = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         self.model = model.to(device).eval()
 
 
 # --------------------------------------------------------------------------- helpers
+class LogitMean(nn.Module):
+    """An ensemble of segmentation networks: the mean of their logits (``ensemble``)."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The members' mean ``N x C x H x W`` logits."""
+        out = self.members[0](x)
+        for member in self.members[1:]:
+            out = out + member(x)
+        return out / len(self.members)
+
+
 def class_weights(labels: Sequence[np.ndarray], balance: float) -> tuple[float, float]:
     """Cross-entropy weights (background, smoke) for label maps: smoke gets
     ``(n_background / n_smoke) ** balance``, capped at `MAX_CLASS_WEIGHT` and never below 1
