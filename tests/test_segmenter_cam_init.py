@@ -25,7 +25,9 @@ discover()
 DeepLabV3Plus = import_plugin_file(builtin_dir("methods") / "deeplabv3plus.py").DeepLabV3Plus
 
 TINY_EFFNET = "effnet[epochs=1,input_size=64,batch_size=8]"
-TINY_SEG = "deeplabv3plus[epochs=1,batch_size=4,crop_size=32,val_limit=1,weights=cam]"
+#: effnet is EfficientNet-Lite0; the quick profile's encoder (Lite2) is set back to match it
+TINY_SEG = ("deeplabv3plus[epochs=1,batch_size=4,crop_size=32,val_limit=1,weights=cam,"
+            "encoder=efficientnet_lite0]")
 
 
 def segmenter(**params: Any) -> Any:

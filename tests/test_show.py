@@ -59,7 +59,7 @@ def test_list_with_an_exact_name_shows_it(capsys: pytest.CaptureFixture) -> None
     assert main(["list", "supervised"]) == 0
     assert capsys.readouterr().out == shown
     table = rows(shown)
-    assert table["encoder"][2:5] == ["resnet101", "efficientnet_lite0", "resnet101"]
+    assert table["encoder"][2:5] == ["resnet101", "efficientnet_lite2", "resnet101"]
     assert table["atrous_rates"][1:5] == ["tuple[int, ...]", "6:12:18", "6:12:18", "6:12:18"]
 
 
