@@ -8,8 +8,9 @@ scenes it has not seen (recall above the labels' 0.6) without buying it with fal
 (precision not below the labels'). Plain cross-entropy fails this: it predicts background on
 most of the smoke; the quick recipe before its scale change reached recall 0.50. The current
 one (scales 0.25-0.5 with ``min_side=128``: these 256-px scenes train at 0.5-1 and are read at
-0.75) reaches precision 0.91 / recall 0.65 with the test's seed on 2 threads; over training
-seeds 1 and 2 (1 thread) 0.95 / 0.64 and 0.69 / 0.79 (docs/segmenter-recipe.md).
+0.75; a per-crop Dice term; the EfficientNet-Lite2 encoder) reaches precision 0.744 / recall
+0.760 with the test's seed on 2 threads: the precision condition holds by 0.004 (the Lite0
+encoder before: 0.809 / 0.717; docs/segmenter-recipe.md).
 """
 
 from __future__ import annotations
