@@ -111,11 +111,12 @@ class DeepLabV3Plus(TorchSegmenter):
         # encoder efficientnet_lite2 (EfficientNet-Lite2, the largest ImageNet encoder a pip
         # package ships, 77.6% ImageNet top-1 against Lite0's 75.1%; Lite0 before). On five
         # seeds of the real-photo sample the final stage follows its pseudo labels more
-        # steadily: final minus labels +4.3 / +0.5 / +1.0 / +1.6 / -1.9 smoke IoU (Lite0:
+        # steadily: final minus labels +4.3 / +0.5 / +1.0 / +1.5 / -1.9 smoke IoU (Lite0:
         # +7.4 / -1.9 / -1.4 / +2.2 / -1.3), so it is at or above them on four seeds of five
-        # (Lite0: two); the five-seed mean is the same (37.7 against 37.6). About 1.45x the
-        # training time of Lite0. Chosen after five variants were measured on this split
-        # (docs/segmenter-recipe.md, session 10), so the pass is weaker evidence than it looks.
+        # (Lite0: two); the five-seed mean is the same (37.7 against 37.6). On the synthetic
+        # set it gains (26.3 -> 48.3, one thread). About 1.45x the training time of Lite0.
+        # Chosen after five variants were measured on this split (docs/segmenter-recipe.md,
+        # session 10), so the pass is weaker evidence than it looks.
         # docs/segmenter-recipe.md has the numbers.
         "quick": {"encoder": "efficientnet_lite2", "crop_size": 128, "batch_size": 8,
                   "epochs": 4, "scale_min": 0.25, "scale_max": 0.5, "infer_scale": 0.375,
